@@ -1,0 +1,254 @@
+//! DeliveryOrder: per connection, keeps each conversation's events gap-free, in order and
+//! without duplicates, whatever order live deliveries and history reads arrive in.
+//!
+//! Pure state machine, no I/O: the connection actor feeds it live events and history pages and
+//! does what it answers (send bytes, start a read). Per conversation:
+//! - `Live { sent }`: the next live event must be `sent + 1`; older ones are dropped as
+//!   duplicates; a newer one means a gap, so the state becomes `CatchingUp` and a read starts.
+//! - `CatchingUp`: a history read is in flight; live events are queued (bounded) and released
+//!   after the read in order.
+//! - `Behind`: a client-requested sync stopped at its page limit; live events are dropped until
+//!   the client syncs again, so the client never sees a gap (it was told `limited`).
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use roost_engine::ids::ConversationId;
+use roost_engine::ids::Seq;
+
+/// Most live events queued per conversation during a read; beyond, they are re-read instead.
+pub const MAX_QUEUED: usize = 512;
+
+#[derive(Debug)]
+enum State {
+    Live { sent: Seq },
+    CatchingUp { sent: Seq, queued: BTreeMap<Seq, Bytes>, overflowed: bool, sync: bool },
+    Behind { sent: Seq },
+}
+
+/// What the connection should do next for one conversation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing more to do.
+    Idle,
+    /// Read history after this seq (oldest first).
+    Read { after: Seq },
+}
+
+#[derive(Debug, Default)]
+pub struct DeliveryOrder {
+    conversations: HashMap<ConversationId, State>,
+}
+
+/// Outcome of a page: bytes to send in order, what to do next, and (for syncs) whether the
+/// page stopped short.
+#[derive(Debug)]
+pub struct PageOutcome {
+    pub send: Vec<Bytes>,
+    pub next: Next,
+    pub sent: Seq,
+    pub limited: bool,
+}
+
+impl DeliveryOrder {
+    /// A live event arrived. Returns the bytes to send now (possibly none) and whether a read
+    /// must start.
+    pub fn on_live(&mut self, conversation: ConversationId, seq: Seq, bytes: Bytes) -> (Option<Bytes>, Next) {
+        let state = self.conversations.entry(conversation).or_insert(State::Live { sent: Seq(seq.0.saturating_sub(1)) });
+        match state {
+            State::Live { sent } => {
+                if seq <= *sent {
+                    (None, Next::Idle)
+                } else if seq == sent.next() {
+                    *sent = seq;
+                    (Some(bytes), Next::Idle)
+                } else {
+                    let after = *sent;
+                    *state = State::CatchingUp {
+                        sent: after,
+                        queued: BTreeMap::from([(seq, bytes)]),
+                        overflowed: false,
+                        sync: false,
+                    };
+                    (None, Next::Read { after })
+                }
+            }
+            State::CatchingUp { sent, queued, overflowed, .. } => {
+                if seq > *sent {
+                    if queued.len() < MAX_QUEUED {
+                        queued.insert(seq, bytes);
+                    } else {
+                        *overflowed = true;
+                    }
+                }
+                (None, Next::Idle)
+            }
+            State::Behind { .. } => (None, Next::Idle),
+        }
+    }
+
+    /// The client asked to sync from `has`. Returns `Read` unless a read is already running
+    /// (its result will then be used for the sync).
+    pub fn begin_sync(&mut self, conversation: ConversationId, has: Seq) -> Next {
+        match self.conversations.get_mut(&conversation) {
+            Some(State::CatchingUp { sync, .. }) => {
+                *sync = true;
+                Next::Idle
+            }
+            Some(state) => {
+                let queued = BTreeMap::new();
+                *state = State::CatchingUp { sent: has, queued, overflowed: false, sync: true };
+                Next::Read { after: has }
+            }
+            None => {
+                let state = State::CatchingUp { sent: has, queued: BTreeMap::new(), overflowed: false, sync: true };
+                self.conversations.insert(conversation, state);
+                Next::Read { after: has }
+            }
+        }
+    }
+
+    /// A history page (ascending, dense) arrived. `full` means the page hit its limit, so more
+    /// events may exist.
+    pub fn on_page(&mut self, conversation: ConversationId, page: Vec<(Seq, Bytes)>, full: bool) -> PageOutcome {
+        let Some(state) = self.conversations.get_mut(&conversation) else {
+            return PageOutcome { send: Vec::new(), next: Next::Idle, sent: Seq::ZERO, limited: false };
+        };
+        let State::CatchingUp { sent, queued, overflowed, sync } = state else {
+            let sent = match state {
+                State::Live { sent } | State::Behind { sent } => *sent,
+                State::CatchingUp { sent, .. } => *sent,
+            };
+            return PageOutcome { send: Vec::new(), next: Next::Idle, sent, limited: false };
+        };
+        let mut send = Vec::new();
+        for (seq, bytes) in page {
+            if seq == sent.next() {
+                *sent = seq;
+                send.push(bytes);
+            }
+        }
+        let stale: Vec<Seq> = queued.range(..=*sent).map(|(s, _)| *s).collect();
+        for s in stale {
+            queued.remove(&s);
+        }
+        while let Some(bytes) = queued.remove(&sent.next()) {
+            *sent = sent.next();
+            send.push(bytes);
+        }
+        let sent_now = *sent;
+        if full && *sync {
+            *state = State::Behind { sent: sent_now };
+            return PageOutcome { send, next: Next::Idle, sent: sent_now, limited: true };
+        }
+        if full || *overflowed || !queued.is_empty() {
+            *overflowed = false;
+            *sync = false;
+            return PageOutcome { send, next: Next::Read { after: sent_now }, sent: sent_now, limited: false };
+        }
+        *state = State::Live { sent: sent_now };
+        PageOutcome { send, next: Next::Idle, sent: sent_now, limited: false }
+    }
+
+    /// A read failed: fall back to live delivery from where we are; the client sees the gap by
+    /// seq and is told through an error frame.
+    pub fn on_read_failed(&mut self, conversation: ConversationId) -> Seq {
+        let sent = match self.conversations.get(&conversation) {
+            Some(State::Live { sent } | State::Behind { sent } | State::CatchingUp { sent, .. }) => *sent,
+            None => Seq::ZERO,
+        };
+        self.conversations.insert(conversation, State::Behind { sent });
+        sent
+    }
+
+    /// Forget a conversation (the user left it).
+    pub fn forget(&mut self, conversation: ConversationId) {
+        self.conversations.remove(&conversation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: ConversationId = ConversationId(1);
+
+    fn b(seq: u64) -> Bytes {
+        Bytes::from(seq.to_string())
+    }
+
+    fn page(range: std::ops::RangeInclusive<u64>) -> Vec<(Seq, Bytes)> {
+        range.map(|s| (Seq(s), b(s))).collect()
+    }
+
+    fn texts(v: &[Bytes]) -> Vec<String> {
+        v.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect()
+    }
+
+    #[test]
+    fn live_in_order_and_duplicates_dropped() {
+        let mut o = DeliveryOrder::default();
+        assert_eq!(o.on_live(C, Seq(5), b(5)).0, Some(b(5)));
+        assert_eq!(o.on_live(C, Seq(5), b(5)).0, None);
+        assert_eq!(o.on_live(C, Seq(6), b(6)).0, Some(b(6)));
+        assert_eq!(o.on_live(C, Seq(4), b(4)).0, None);
+    }
+
+    #[test]
+    fn gap_triggers_catch_up_then_releases_queue_in_order() {
+        let mut o = DeliveryOrder::default();
+        o.on_live(C, Seq(1), b(1));
+        let (now, next) = o.on_live(C, Seq(4), b(4));
+        assert_eq!(now, None);
+        assert_eq!(next, Next::Read { after: Seq(1) });
+        o.on_live(C, Seq(5), b(5));
+        let out = o.on_page(C, page(2..=4), false);
+        assert_eq!(texts(&out.send), ["2", "3", "4", "5"]);
+        assert_eq!(out.next, Next::Idle);
+        assert_eq!(o.on_live(C, Seq(6), b(6)).0, Some(b(6)));
+    }
+
+    #[test]
+    fn sync_overlapping_live_sends_each_event_once() {
+        let mut o = DeliveryOrder::default();
+        assert_eq!(o.begin_sync(C, Seq(10)), Next::Read { after: Seq(10) });
+        // Live events arrive while the read is in flight, overlapping what the read returns.
+        o.on_live(C, Seq(12), b(12));
+        o.on_live(C, Seq(13), b(13));
+        let out = o.on_page(C, page(11..=12), false);
+        assert_eq!(texts(&out.send), ["11", "12", "13"]);
+        assert_eq!(out.sent, Seq(13));
+        assert!(!out.limited);
+    }
+
+    #[test]
+    fn limited_sync_drops_live_until_next_sync() {
+        let mut o = DeliveryOrder::default();
+        o.begin_sync(C, Seq(0));
+        let out = o.on_page(C, page(1..=3), true);
+        assert!(out.limited);
+        assert_eq!(out.sent, Seq(3));
+        assert_eq!(o.on_live(C, Seq(9), b(9)), (None, Next::Idle));
+        assert_eq!(o.begin_sync(C, Seq(3)), Next::Read { after: Seq(3) });
+        let out = o.on_page(C, page(4..=9), false);
+        assert_eq!(out.send.len(), 6);
+        assert_eq!(o.on_live(C, Seq(10), b(10)).0, Some(b(10)));
+    }
+
+    #[test]
+    fn overflowed_queue_reads_again_instead_of_losing() {
+        let mut o = DeliveryOrder::default();
+        o.on_live(C, Seq(1), b(1));
+        o.on_live(C, Seq(3), b(3));
+        for s in 4..(4 + MAX_QUEUED as u64 + 10) {
+            o.on_live(C, Seq(s), b(s));
+        }
+        let out = o.on_page(C, page(2..=3), false);
+        assert!(matches!(out.next, Next::Read { .. }));
+        let Next::Read { after } = out.next else { unreachable!() };
+        let out = o.on_page(C, page(after.0 + 1..=after.0 + 20), false);
+        assert_eq!(out.next, Next::Idle);
+        assert_eq!(out.sent, Seq(after.0 + 20));
+    }
+}

@@ -1,0 +1,152 @@
+//! ConversationRegistry: the one path to conversation actors on this node.
+//!
+//! Every command for a conversation passes through here, in order, so a connection's commands
+//! reach the conversation actor in the order it sent them, even across an actor restart. The
+//! registry starts an actor on first use (on one of a pool of arbiters, by conversation id),
+//! refuses conversations that [`Placement`] says belong to another node, answers `Overloaded`
+//! when an actor's mailbox is full, and retires actors that have been idle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::actor::ConversationActor;
+use super::actor::Retire;
+use super::command::Envelope;
+use super::Deps;
+use crate::error::ConversationError;
+use crate::ids::ConversationId;
+use crate::metrics;
+use crate::placement::Owner;
+use crate::placement::Placement;
+
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+struct Entry {
+    addr: Addr<ConversationActor>,
+    last_used: Instant,
+}
+
+pub struct ConversationRegistry {
+    deps: Arc<Deps>,
+    placement: Arc<dyn Placement>,
+    arbiters: Vec<ArbiterHandle>,
+    actors: HashMap<ConversationId, Entry>,
+}
+
+impl ConversationRegistry {
+    /// `arbiters` are the event loops conversation actors run on (at least one).
+    pub fn new(deps: Arc<Deps>, placement: Arc<dyn Placement>, arbiters: Vec<ArbiterHandle>) -> Self {
+        Self { deps, placement, arbiters, actors: HashMap::new() }
+    }
+
+    fn spawn_actor(&mut self, id: ConversationId, ctx: &mut Context<Self>) -> Addr<ConversationActor> {
+        let deps = self.deps.clone();
+        let registry = ctx.address();
+        let capacity = deps.config.conversation_mailbox;
+        let make = move |actor_ctx: &mut Context<ConversationActor>| {
+            actor_ctx.set_mailbox_capacity(capacity);
+            ConversationActor::new(id, deps, Some(registry))
+        };
+        let addr = if self.arbiters.is_empty() {
+            ConversationActor::create(make)
+        } else {
+            let arbiter = &self.arbiters[(id.0 as usize) % self.arbiters.len()];
+            ConversationActor::start_in_arbiter(arbiter, make)
+        };
+        self.actors.insert(id, Entry { addr: addr.clone(), last_used: Instant::now() });
+        metrics::conversation_actors(self.actors.len());
+        addr
+    }
+
+    fn sweep(&mut self) {
+        let idle = self.deps.config.conversation_idle();
+        let now = Instant::now();
+        self.actors.retain(|_, entry| {
+            let keep = now.duration_since(entry.last_used) < idle;
+            if !keep {
+                entry.addr.do_send(Retire);
+            }
+            keep
+        });
+        metrics::conversation_actors(self.actors.len());
+    }
+}
+
+impl Actor for ConversationRegistry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SWEEP_EVERY, |registry, _| registry.sweep());
+    }
+}
+
+impl Handler<Envelope> for ConversationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
+        let id = envelope.conversation;
+        if let Owner::Remote(_) = self.placement.owner(id) {
+            let _ = envelope.reply.send(Err(ConversationError::NotOwner(id)));
+            return;
+        }
+        let mut envelope = envelope;
+        // Two tries: the cached actor may have just stopped; a fresh one then takes over.
+        for _ in 0..2 {
+            let addr = match self.actors.get_mut(&id) {
+                Some(entry) => {
+                    entry.last_used = Instant::now();
+                    entry.addr.clone()
+                }
+                None => self.spawn_actor(id, ctx),
+            };
+            match addr.try_send(envelope) {
+                Ok(()) => return,
+                Err(SendError::Full(back)) => {
+                    let _ = back.reply.send(Err(ConversationError::Overloaded));
+                    return;
+                }
+                Err(SendError::Closed(back)) => {
+                    self.actors.remove(&id);
+                    envelope = back;
+                }
+            }
+        }
+        let _ = envelope.reply.send(Err(ConversationError::Unavailable("conversation actor unavailable".into())));
+    }
+}
+
+/// Sent by a conversation actor when it stops, so the registry forgets it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ActorStopped {
+    pub conversation: ConversationId,
+    pub addr: Addr<ConversationActor>,
+}
+
+impl Handler<ActorStopped> for ConversationRegistry {
+    type Result = ();
+
+    fn handle(&mut self, msg: ActorStopped, _ctx: &mut Context<Self>) {
+        if self.actors.get(&msg.conversation).is_some_and(|e| e.addr == msg.addr) {
+            self.actors.remove(&msg.conversation);
+            metrics::conversation_actors(self.actors.len());
+        }
+    }
+}
+
+/// How many conversation actors are live (for tests and metrics).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountActors;
+
+impl Handler<CountActors> for ConversationRegistry {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountActors, _ctx: &mut Context<Self>) -> usize {
+        self.actors.len()
+    }
+}

@@ -1,0 +1,316 @@
+//! SessionHub: the node's directory of live connections, by user, and the local fan-out.
+//!
+//! Owns `user -> connections` and derives presence from it (a user is online while they have at
+//! least one connection here). Receives [`Fanout`] from conversation actors and delivers the
+//! shared bytes to every connection of every recipient with `try_send`. Kicks connections on
+//! revocation, disable, slow consumption and shutdown.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::ConnectionHandle;
+use super::Deliver;
+use super::Disconnect;
+use super::DisconnectReason;
+use super::EventEncoder;
+use super::Outbound;
+use crate::clock::now_millis;
+use crate::ids::TokenHash;
+use crate::ids::UserId;
+use crate::metrics;
+use crate::model::UnixMillis;
+use crate::store::Store;
+
+/// Identifies one connection within the hub.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
+struct Connection {
+    id: ConnectionId,
+    token: TokenHash,
+    handle: ConnectionHandle,
+}
+
+pub struct SessionHub {
+    store: Arc<dyn Store>,
+    encoder: Arc<dyn EventEncoder>,
+    presence_fanout_max_members: usize,
+    connections: HashMap<UserId, Vec<Connection>>,
+    last_seen: HashMap<UserId, UnixMillis>,
+    next_id: u64,
+}
+
+impl SessionHub {
+    pub fn new(
+        store: Arc<dyn Store>,
+        encoder: Arc<dyn EventEncoder>,
+        presence_fanout_max_members: usize,
+    ) -> Self {
+        Self {
+            store,
+            encoder,
+            presence_fanout_max_members,
+            connections: HashMap::new(),
+            last_seen: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    fn remove_where(&mut self, user: UserId, mut predicate: impl FnMut(&Connection) -> bool) -> bool {
+        let Some(list) = self.connections.get_mut(&user) else {
+            return false;
+        };
+        list.retain(|c| !predicate(c));
+        if list.is_empty() {
+            self.connections.remove(&user);
+            return true;
+        }
+        false
+    }
+
+    /// A user's presence changed: remember it and tell the people who share a conversation.
+    fn presence_changed(&mut self, user: UserId, online: bool, ctx: &mut Context<Self>) {
+        metrics::online_users(self.connections.len());
+        let last_seen = if online {
+            None
+        } else {
+            let now = now_millis();
+            self.last_seen.insert(user, now);
+            Some(now)
+        };
+        let bytes = self.encoder.presence(user, online, last_seen);
+        let store = self.store.clone();
+        let max_members = self.presence_fanout_max_members;
+        let lookup = async move {
+            if let Some(at) = last_seen {
+                if let Ok(Some(mut record)) = store.user(user).await {
+                    record.last_seen = Some(at);
+                    let _ = store.update_user(&record).await;
+                }
+            }
+            contacts_of(store.as_ref(), user, max_members).await
+        };
+        ctx.spawn(lookup.into_actor(self).map(move |contacts, hub, _| {
+            let users: Vec<UserId> = contacts.into_iter().collect();
+            hub.deliver_to(&users, &Outbound::Ephemeral { bytes });
+        }));
+    }
+
+    fn deliver_to(&mut self, users: &[UserId], item: &Outbound) -> usize {
+        let mut delivered = 0;
+        let mut slow: Vec<(UserId, ConnectionId)> = Vec::new();
+        for user in users {
+            let Some(list) = self.connections.get(user) else {
+                continue;
+            };
+            for conn in list {
+                let msg = Deliver { item: item.clone() };
+                match conn.handle.deliver.try_send(msg) {
+                    Ok(()) => delivered += 1,
+                    Err(SendError::Full(_)) => {
+                        metrics::slow_consumer();
+                        conn.handle.disconnect.do_send(Disconnect {
+                            reason: DisconnectReason::SlowConsumer,
+                        });
+                        slow.push((*user, conn.id));
+                    }
+                    Err(SendError::Closed(_)) => slow.push((*user, conn.id)),
+                }
+            }
+        }
+        for (user, id) in slow {
+            self.remove_where(user, |c| c.id == id);
+        }
+        metrics::delivered(delivered);
+        delivered
+    }
+
+    fn kick(&mut self, user: UserId, reason: DisconnectReason, mut which: impl FnMut(&Connection) -> bool, ctx: &mut Context<Self>) -> usize {
+        let mut kicked = 0;
+        if let Some(list) = self.connections.get(&user) {
+            for conn in list.iter().filter(|c| which(c)) {
+                conn.handle.disconnect.do_send(Disconnect { reason });
+                kicked += 1;
+            }
+        }
+        if kicked > 0 && self.remove_where(user, which) {
+            self.presence_changed(user, false, ctx);
+        }
+        kicked
+    }
+}
+
+/// Users who share a conversation of at most `max_members` members with `user`.
+async fn contacts_of(store: &dyn Store, user: UserId, max_members: usize) -> HashSet<UserId> {
+    let mut contacts = HashSet::new();
+    let Ok(conversations) = store.conversations_of(user).await else {
+        return contacts;
+    };
+    for conversation in conversations {
+        if let Ok(members) = store.members(conversation).await {
+            if members.len() <= max_members {
+                contacts.extend(members.into_iter().map(|m| m.user).filter(|u| *u != user));
+            }
+        }
+    }
+    contacts
+}
+
+impl Actor for SessionHub {
+    type Context = Context<Self>;
+}
+
+/// Register a new authenticated connection.
+#[derive(Message)]
+#[rtype(result = "ConnectionId")]
+pub struct Connect {
+    pub user: UserId,
+    pub token: TokenHash,
+    pub handle: ConnectionHandle,
+}
+
+impl Handler<Connect> for SessionHub {
+    type Result = MessageResult<Connect>;
+
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
+        let id = ConnectionId(self.next_id);
+        self.next_id += 1;
+        let list = self.connections.entry(msg.user).or_default();
+        let first = list.is_empty();
+        list.push(Connection {
+            id,
+            token: msg.token,
+            handle: msg.handle,
+        });
+        if first {
+            self.presence_changed(msg.user, true, ctx);
+        }
+        MessageResult(id)
+    }
+}
+
+/// A connection closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnected {
+    pub user: UserId,
+    pub id: ConnectionId,
+}
+
+impl Handler<Disconnected> for SessionHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnected, ctx: &mut Context<Self>) {
+        let had = self
+            .connections
+            .get(&msg.user)
+            .is_some_and(|list| list.iter().any(|c| c.id == msg.id));
+        if had && self.remove_where(msg.user, |c| c.id == msg.id) {
+            self.presence_changed(msg.user, false, ctx);
+        }
+    }
+}
+
+/// Deliver one encoded item to every connection of `users`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fanout {
+    pub users: Arc<[UserId]>,
+    pub item: Outbound,
+}
+
+impl Handler<Fanout> for SessionHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fanout, _ctx: &mut Context<Self>) {
+        self.deliver_to(&msg.users, &msg.item);
+    }
+}
+
+/// Close every connection of a user (disable) or of one session token (logout).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Kick {
+    pub user: UserId,
+    /// `None` closes all of the user's connections.
+    pub token: Option<TokenHash>,
+    pub reason: DisconnectReason,
+}
+
+impl Handler<Kick> for SessionHub {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Kick, ctx: &mut Context<Self>) -> usize {
+        let token = msg.token;
+        self.kick(msg.user, msg.reason, |c| token.is_none_or(|t| c.token == t), ctx)
+    }
+}
+
+/// Close every connection on this node (shutdown). Returns how many were told.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct KickAll {
+    pub reason: DisconnectReason,
+}
+
+impl Handler<KickAll> for SessionHub {
+    type Result = usize;
+
+    fn handle(&mut self, msg: KickAll, _ctx: &mut Context<Self>) -> usize {
+        let mut told = 0;
+        for conn in self.connections.values().flatten() {
+            conn.handle.disconnect.do_send(Disconnect { reason: msg.reason });
+            told += 1;
+        }
+        self.connections.clear();
+        metrics::online_users(0);
+        told
+    }
+}
+
+/// Presence of some users as this node sees it.
+#[derive(Message)]
+#[rtype(result = "Vec<PresenceState>")]
+pub struct QueryPresence {
+    pub users: Vec<UserId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceState {
+    pub user: UserId,
+    pub online: bool,
+    pub last_seen: Option<UnixMillis>,
+}
+
+impl Handler<QueryPresence> for SessionHub {
+    type Result = MessageResult<QueryPresence>;
+
+    fn handle(&mut self, msg: QueryPresence, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            msg.users
+                .into_iter()
+                .map(|user| PresenceState {
+                    user,
+                    online: self.connections.contains_key(&user),
+                    last_seen: self.last_seen.get(&user).copied(),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// How many connections are open on this node.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CountConnections;
+
+impl Handler<CountConnections> for SessionHub {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: CountConnections, _ctx: &mut Context<Self>) -> usize {
+        self.connections.values().map(Vec::len).sum()
+    }
+}

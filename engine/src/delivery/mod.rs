@@ -1,0 +1,74 @@
+//! Delivery: how events reach the connections on this node.
+//!
+//! Conversation actors encode each outgoing item once (through the API's [`EventEncoder`]) and
+//! hand the bytes to the [`hub::SessionHub`], which looks up the recipients' connections and
+//! `try_send`s a [`Deliver`] to each. Connections are actors owned by the API layer; the engine
+//! sees them only as [`ConnectionHandle`]s. A connection whose mailbox is full is told to
+//! [`DisconnectReason::SlowConsumer`] and resyncs from history, so no queue grows without bound.
+
+pub mod hub;
+
+use actix::Message;
+use actix::Recipient;
+use bytes::Bytes;
+
+use crate::ids::ConversationId;
+use crate::ids::Seq;
+use crate::ids::UserId;
+use crate::model::Event;
+use crate::model::Receipt;
+use crate::model::UnixMillis;
+
+/// Turns outgoing items into the client wire format. Implemented by the API layer; called once
+/// per item, never once per recipient.
+pub trait EventEncoder: Send + Sync + 'static {
+    fn event(&self, event: &Event) -> Bytes;
+    fn receipt(&self, conversation: ConversationId, user: UserId, receipt: Receipt) -> Bytes;
+    fn typing(&self, conversation: ConversationId, user: UserId) -> Bytes;
+    fn presence(&self, user: UserId, online: bool, last_seen: Option<UnixMillis>) -> Bytes;
+}
+
+/// What a connection receives.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    /// A timeline event: the connection keeps per-conversation order and fills gaps by `seq`.
+    Event {
+        conversation: ConversationId,
+        seq: Seq,
+        bytes: Bytes,
+    },
+    /// Receipts, typing and presence: advisory, not sequenced.
+    Ephemeral { bytes: Bytes },
+}
+
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub item: Outbound,
+}
+
+/// Why the server closes a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The connection's session token was revoked (logout).
+    Revoked,
+    /// The user was disabled by an administrator.
+    UserDisabled,
+    /// The connection could not keep up; its events stay in history, reconnect and sync.
+    SlowConsumer,
+    /// The node is shutting down; reconnect (to another node, or later).
+    ShuttingDown,
+}
+
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub reason: DisconnectReason,
+}
+
+/// How the hub reaches one connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    pub deliver: Recipient<Deliver>,
+    pub disconnect: Recipient<Disconnect>,
+}

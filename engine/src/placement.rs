@@ -1,0 +1,31 @@
+//! Placement: which node owns a conversation. The seam the cluster crate implements.
+//!
+//! A single node owns everything ([`SingleNode`]). In a cluster, `roost-cluster` answers from its
+//! Raft-replicated shard map; the registry refuses to start an actor for a conversation that is
+//! not local, so at most one actor sequences a conversation.
+
+use crate::ids::ConversationId;
+
+/// Identifier of a node in a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Local,
+    Remote(NodeId),
+}
+
+pub trait Placement: Send + Sync + 'static {
+    fn owner(&self, conversation: ConversationId) -> Owner;
+}
+
+/// Every conversation is owned by this node.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SingleNode;
+
+impl Placement for SingleNode {
+    fn owner(&self, _conversation: ConversationId) -> Owner {
+        Owner::Local
+    }
+}

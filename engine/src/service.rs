@@ -1,0 +1,311 @@
+//! Engine: the handle the API layer holds. Starts the node's actors and offers the operations
+//! that need more than one actor or store call (create a group, list conversations, read
+//! history for a member).
+//!
+//! Commands for one conversation go through [`Engine::submit`], which enqueues synchronously:
+//! commands submitted one after another by the same caller reach the conversation in that order.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::clock::now_millis;
+use crate::config::EngineConfig;
+use crate::conversation::command::Accepted;
+use crate::conversation::command::Command;
+use crate::conversation::command::ConversationView;
+use crate::conversation::command::Envelope;
+use crate::conversation::command::Reply;
+use crate::conversation::registry::ConversationRegistry;
+use crate::conversation::Deps;
+use crate::delivery::hub::SessionHub;
+use crate::delivery::EventEncoder;
+use crate::error::ConversationError;
+use crate::ids::ConversationId;
+use crate::ids::Seq;
+use crate::ids::UserId;
+use crate::model::Conversation;
+use crate::model::ConversationKind;
+use crate::model::Event;
+use crate::model::EventKind;
+use crate::model::Member;
+use crate::model::MemberRole;
+use crate::model::NewConversation;
+use crate::model::Receipt;
+use crate::placement::Placement;
+use crate::store::Direction;
+use crate::store::PageRequest;
+use crate::store::Store;
+
+/// Largest page of events a caller may ask for.
+pub const MAX_PAGE: usize = 200;
+
+/// A conversation as it appears in a user's list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversationSummary {
+    pub conversation: Conversation,
+    pub member_count: usize,
+    pub last_seq: Seq,
+    /// The newest message that is not recalled, if any among the latest events.
+    pub last_message: Option<Event>,
+    /// Messages from others after the user's read cursor (capped at [`MAX_PAGE`]).
+    pub unread: u64,
+    pub receipt: Receipt,
+}
+
+/// A page of events after a cursor, with `limited` set when more exist beyond the page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncPage {
+    pub events: Vec<Event>,
+    pub limited: bool,
+    pub last_seq: Seq,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    registry: Addr<ConversationRegistry>,
+    hub: Addr<SessionHub>,
+    config: Arc<EngineConfig>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+}
+
+impl Engine {
+    /// Start the hub, the registry and `workers` arbiters for conversation actors. Must run
+    /// inside an actix `System`.
+    pub fn start(
+        store: Arc<dyn Store>,
+        encoder: Arc<dyn EventEncoder>,
+        placement: Arc<dyn Placement>,
+        config: EngineConfig,
+        workers: usize,
+    ) -> Engine {
+        let config = Arc::new(config);
+        let hub_store = store.clone();
+        let hub_encoder = encoder.clone();
+        let presence_max = config.presence_fanout_max_members;
+        let hub_arbiter = Arbiter::new().handle();
+        let registry_arbiter = Arbiter::new().handle();
+        let hub = SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
+            SessionHub::new(hub_store, hub_encoder, presence_max)
+        });
+        let deps = Arc::new(Deps { store: store.clone(), hub: hub.clone(), encoder, config: config.clone() });
+        let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let mut arbiters = workers.clone();
+        arbiters.push(hub_arbiter);
+        arbiters.push(registry_arbiter.clone());
+        let registry = ConversationRegistry::start_in_arbiter(&registry_arbiter, move |_| {
+            ConversationRegistry::new(deps, placement, workers)
+        });
+        Engine { store, registry, hub, config, arbiters: Arc::new(arbiters) }
+    }
+
+    /// Stop the engine's event loops (actors on them stop without finishing queued work; call
+    /// after connections are drained and the store flushed).
+    pub fn shutdown(&self) {
+        for arbiter in self.arbiters.iter() {
+            arbiter.stop();
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn hub(&self) -> &Addr<SessionHub> {
+        &self.hub
+    }
+
+    pub fn registry(&self) -> &Addr<ConversationRegistry> {
+        &self.registry
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Enqueue a command now; the receiver yields its outcome.
+    pub fn submit(
+        &self,
+        conversation: ConversationId,
+        command: Command,
+    ) -> oneshot::Receiver<Result<Reply, ConversationError>> {
+        let (reply, rx) = oneshot::channel();
+        self.registry.do_send(Envelope { conversation, command, reply });
+        rx
+    }
+
+    pub async fn call(&self, conversation: ConversationId, command: Command) -> Result<Reply, ConversationError> {
+        outcome(self.submit(conversation, command)).await
+    }
+
+    pub async fn accepted(&self, conversation: ConversationId, command: Command) -> Result<Accepted, ConversationError> {
+        match self.call(conversation, command).await? {
+            Reply::Accepted(accepted) => Ok(accepted),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub async fn describe(&self, user: UserId, conversation: ConversationId) -> Result<ConversationView, ConversationError> {
+        match self.call(conversation, Command::Describe { user }).await? {
+            Reply::View(view) => Ok(*view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Create a group owned by `creator` with the given other members, and announce it.
+    pub async fn create_group(
+        &self,
+        creator: UserId,
+        name: &str,
+        others: &[UserId],
+    ) -> Result<Conversation, ConversationError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > self.config.max_group_name_bytes {
+            return Err(ConversationError::Invalid(format!(
+                "group name must be 1 to {} bytes",
+                self.config.max_group_name_bytes
+            )));
+        }
+        let unique: BTreeSet<UserId> = others.iter().copied().filter(|u| *u != creator).collect();
+        if unique.len() + 1 > self.config.max_group_members {
+            return Err(ConversationError::GroupFull { limit: self.config.max_group_members });
+        }
+        for user in &unique {
+            self.require_active_user(*user).await?;
+        }
+        let mut members = vec![Member { user: creator, role: MemberRole::Owner }];
+        members.extend(unique.into_iter().map(|user| Member { user, role: MemberRole::Member }));
+        let new = NewConversation {
+            kind: ConversationKind::Group,
+            name: name.to_owned(),
+            created_by: creator,
+            created_at: now_millis(),
+            members,
+        };
+        let conversation = self.store.create_conversation(new).await?;
+        self.call(conversation.id, Command::Announce { creator }).await?;
+        Ok(conversation)
+    }
+
+    /// The direct conversation between two users, created (and announced) on first use.
+    pub async fn open_direct(&self, user: UserId, peer: UserId) -> Result<Conversation, ConversationError> {
+        if user == peer {
+            return Err(ConversationError::Invalid("a direct conversation needs two different users".into()));
+        }
+        self.require_active_user(peer).await?;
+        let new = NewConversation {
+            kind: ConversationKind::Direct,
+            name: String::new(),
+            created_by: user,
+            created_at: now_millis(),
+            members: vec![
+                Member { user, role: MemberRole::Member },
+                Member { user: peer, role: MemberRole::Member },
+            ],
+        };
+        let conversation = self.store.create_conversation(new).await?;
+        self.call(conversation.id, Command::Announce { creator: user }).await?;
+        Ok(conversation)
+    }
+
+    async fn require_active_user(&self, user: UserId) -> Result<(), ConversationError> {
+        match self.store.user(user).await? {
+            Some(u) if !u.disabled => Ok(()),
+            _ => Err(ConversationError::Invalid(format!("user {user} does not exist"))),
+        }
+    }
+
+    /// A page of history for a member (REST paging, newest-first or oldest-first).
+    pub async fn history(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        request: PageRequest,
+    ) -> Result<Vec<Event>, ConversationError> {
+        self.call(conversation, Command::Authorize { user }).await?;
+        let request = PageRequest { limit: request.limit.clamp(1, MAX_PAGE), ..request };
+        Ok(self.store.page(conversation, request).await?)
+    }
+
+    /// Events after `after`, oldest first, at most `limit`; `limited` when more remain.
+    pub async fn events_after(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<SyncPage, ConversationError> {
+        self.call(conversation, Command::Authorize { user }).await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let request = PageRequest { from: after, direction: Direction::Forward, limit: limit + 1 };
+        let mut events = self.store.page(conversation, request).await?;
+        let limited = events.len() > limit;
+        events.truncate(limit);
+        let last_seq = self.store.last_seq(conversation).await?;
+        Ok(SyncPage { events, limited, last_seq })
+    }
+
+    /// The user's conversations with their last message and unread count, newest activity first.
+    pub async fn conversation_list(&self, user: UserId) -> Result<Vec<ConversationSummary>, ConversationError> {
+        let ids = self.store.conversations_of(user).await?;
+        let mut summaries = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(summary) = self.summary(user, id).await? {
+                summaries.push(summary);
+            }
+        }
+        summaries.sort_by_key(|s| std::cmp::Reverse(s.last_message.as_ref().map_or(s.conversation.created_at, |e| e.at)));
+        Ok(summaries)
+    }
+
+    async fn summary(&self, user: UserId, id: ConversationId) -> Result<Option<ConversationSummary>, ConversationError> {
+        let Some(conversation) = self.store.conversation(id).await? else {
+            return Ok(None);
+        };
+        let member_count = self.store.members(id).await?.len();
+        let last_seq = self.store.last_seq(id).await?;
+        let receipt = self
+            .store
+            .receipts(id)
+            .await?
+            .into_iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, r)| r)
+            .unwrap_or_default();
+        let newest = PageRequest { from: Seq(u64::MAX), direction: Direction::Backward, limit: 20 };
+        let last_message = self
+            .store
+            .page(id, newest)
+            .await?
+            .into_iter()
+            .find(|e| matches!(&e.kind, EventKind::Message { recalled_by: None, .. }));
+        let after_read = PageRequest { from: receipt.read, direction: Direction::Forward, limit: MAX_PAGE };
+        let unread = if last_seq > receipt.read {
+            self.store
+                .page(id, after_read)
+                .await?
+                .iter()
+                .filter(|e| e.kind.is_message() && e.sender != user)
+                .count() as u64
+        } else {
+            0
+        };
+        Ok(Some(ConversationSummary { conversation, member_count, last_seq, last_message, unread, receipt }))
+    }
+}
+
+async fn outcome(
+    rx: oneshot::Receiver<Result<Reply, ConversationError>>,
+) -> Result<Reply, ConversationError> {
+    // A dropped reply channel means the actor stopped with the command unanswered: nothing was
+    // acknowledged, so the caller may retry.
+    rx.await
+        .unwrap_or_else(|_| Err(ConversationError::Unavailable("conversation restarted, retry".into())))
+}
+
+fn unexpected(reply: &Reply) -> ConversationError {
+    ConversationError::Internal(format!("unexpected reply {reply:?}"))
+}

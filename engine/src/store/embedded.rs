@@ -1,0 +1,387 @@
+//! `EmbeddedStore`: the durable single-node store, on redb (one file, crash-safe, no server).
+//!
+//! - [`writer`]: every mutation goes through one writer thread that group-commits: one redb
+//!   write transaction and one fsync for up to `max_batch` queued writes, answered only after the
+//!   commit. Appends are queued inside [`MessageStore::append`] itself, so submission order is
+//!   application order.
+//! - [`mutations`]: the mutations, each validated before it writes so a refused one fails alone.
+//! - [`tables`]: the layout, the record encoding (postcard) and the reads.
+//!
+//! Reads run on tokio's blocking pool in their own read transaction (redb readers never wait for
+//! the writer), so they must be called from inside a tokio runtime, current-thread ones included.
+//!
+//! The database is `<path>/roost.redb`. redb locks the file against a second opener and recovers
+//! the last durable commit after a crash (`kill -9`, power loss); this store keeps no other files.
+
+mod mutations;
+mod tables;
+mod writer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::Database;
+use redb::ReadTransaction;
+use redb::ReadableDatabase;
+use serde::Deserialize;
+use serde::Serialize;
+
+use self::mutations::Step;
+use self::mutations::WriteTables;
+use self::writer::Command;
+use self::writer::Writer;
+use super::AccountStore;
+use super::AppendError;
+use super::AppendOp;
+use super::AppendTicket;
+use super::ConversationStore;
+use super::MessageStore;
+use super::PageRequest;
+use super::StoreError;
+use crate::ids::ClientMsgId;
+use crate::ids::ConversationId;
+use crate::ids::Seq;
+use crate::ids::TokenHash;
+use crate::ids::UserId;
+use crate::metrics;
+use crate::model::Conversation;
+use crate::model::Event;
+use crate::model::Member;
+use crate::model::NewConversation;
+use crate::model::NewUser;
+use crate::model::Receipt;
+use crate::model::SessionRecord;
+use crate::model::UnixMillis;
+use crate::model::User;
+
+/// Name of the database file inside [`EmbeddedOptions::path`].
+pub const DATABASE_FILE: &str = "roost.redb";
+
+/// Settings of the embedded store (`[storage.embedded]` in the node configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedOptions {
+    /// Directory of the data; created if missing. The database is the single file `roost.redb`
+    /// inside it: back up that file (while the node is stopped) to back up the node.
+    pub path: PathBuf,
+    /// When a write is acknowledged relative to reaching the disk; see [`DurabilityMode`].
+    pub durability: DurabilityMode,
+    /// Most writes committed together by one group commit. Larger batches amortize the fsync over
+    /// more writes under load; an idle store commits each write as soon as it arrives. At least 1.
+    pub max_batch: usize,
+    /// In `relaxed` durability, the longest time, in milliseconds, between durable commits while
+    /// there are acknowledged writes that are not yet on disk: the window of writes a crash may
+    /// lose. Ignored in `immediate` durability.
+    pub relaxed_flush_interval_ms: u64,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data"),
+            durability: DurabilityMode::default(),
+            max_batch: 512,
+            relaxed_flush_interval_ms: 50,
+        }
+    }
+}
+
+/// When the embedded store acknowledges a write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityMode {
+    /// Every group commit is fsynced before any of its writes is acknowledged: an acknowledged
+    /// message survives a process crash and a power loss. The safe default.
+    #[default]
+    Immediate,
+    /// Commits are not fsynced; a durable commit is made at least every
+    /// `relaxed_flush_interval_ms`, on `flush` and on a clean shutdown. Acknowledged writes are
+    /// visible at once but exist only in this process's memory until the next durable commit:
+    /// a process crash (`kill -9`, OOM kill, panic abort) or a power loss loses the writes of up
+    /// to that interval, and the store reopens at the last durable commit (consistently: a lost
+    /// write takes every later write with it, so a log never has a gap). Clients that saw the lost
+    /// messages acknowledged will not find them again. For benchmarks and disposable data only.
+    Relaxed,
+}
+
+/// The redb-backed [`Store`](super::Store). See the module docs.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    commands_tx: mpsc::Sender<Command>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the database in `options.path` and start the writer thread.
+    pub fn open(options: EmbeddedOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&options.path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", options.path.display()))
+        })?;
+        let file = options.path.join(DATABASE_FILE);
+        let db = Database::create(&file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                "{} is already open in another process (or store)",
+                file.display()
+            )),
+            other => StoreError::from(other),
+        })?;
+        let db = Arc::new(db);
+        initialize(&db)?;
+
+        let (commands_tx, commands_rx) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            db: db.clone(),
+            commands_rx,
+            durability: options.durability,
+            max_batch: options.max_batch.max(1),
+            relaxed_flush_interval: Duration::from_millis(options.relaxed_flush_interval_ms),
+            commits: commits.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("roost-store-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        tracing::info!(path = %file.display(), durability = ?options.durability, "Opened the embedded store.");
+        Ok(Self { db, commands_tx, writer: Mutex::new(Some(handle)), commits })
+    }
+
+    /// Number of group commits made since open (a cheap counter, for tests and benchmarks).
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Stop the writer once it has applied every write queued so far and made them durable.
+    /// Later writes fail with `Unavailable`; reads keep working, and the file is released when
+    /// the store is dropped. Dropping the store closes it too.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let handle = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        // If the writer is already gone the send fails, and join reports why.
+        let _ = self.commands_tx.send(Command::Shutdown);
+        handle
+            .join()
+            .map_err(|_| StoreError::Unavailable("the store writer panicked".to_owned()))
+    }
+
+    /// Queue a mutation now; the returned future waits for its group commit.
+    fn submit<T, E, F>(&self, durable: bool, mutation: F) -> impl Future<Output = Result<T, E>> + Send + 'static
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: for<'t> FnOnce(&mut WriteTables<'t>) -> Step<T, E> + Send + 'static,
+    {
+        let (job, reply_rx) = writer::job(mutation);
+        let sent = self.commands_tx.send(Command::Write { job, durable }).is_ok();
+        async move {
+            if !sent {
+                return Err(E::from(StoreError::Unavailable("the store is closed".to_owned())));
+            }
+            reply_rx
+                .await
+                .unwrap_or_else(|_| Err(E::from(StoreError::Unavailable("the store writer stopped".to_owned()))))
+        }
+    }
+
+    /// Run `read` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, operation: &'static str, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read()?;
+            read(&txn)
+        });
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("the read task failed: {e}"))));
+        if result.is_err() {
+            metrics::store_error(operation);
+        }
+        result
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::error!(%error, "Closing the embedded store failed.");
+        }
+    }
+}
+
+/// Create every table and check the format version, durably, before the writer starts.
+fn initialize(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    WriteTables::open(&txn)?.check_format()?;
+    txn.commit()?;
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for EmbeddedStore {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        self.submit(false, move |t| t.create_user(new)).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.read("user", move |txn| {
+            let users = txn.open_table(tables::USERS)?;
+            let bytes = users.get(id.0)?;
+            bytes.map(|b| tables::decode(b.value(), "a user")).transpose()
+        })
+        .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let username = username.to_lowercase();
+        self.read("user_by_name", move |txn| {
+            let Some(id) = txn.open_table(tables::USERNAMES)?.get(username.as_str())?.map(|v| v.value()) else {
+                return Ok(None);
+            };
+            let bytes = txn.open_table(tables::USERS)?.get(id)?;
+            bytes.map(|b| tables::decode(b.value(), "a user")).transpose()
+        })
+        .await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.submit(false, move |t| t.update_user(user)).await
+    }
+
+    async fn list_users(&self, after: Option<UserId>, limit: usize) -> Result<Vec<User>, StoreError> {
+        self.read("list_users", move |txn| {
+            let users = txn.open_table(tables::USERS)?;
+            let start = after.map_or(std::ops::Bound::Unbounded, |a| std::ops::Bound::Excluded(a.0));
+            let range = users.range::<u64>((start, std::ops::Bound::Unbounded))?;
+            range
+                .take(limit)
+                .map(|entry| tables::decode(entry?.1.value(), "a user"))
+                .collect()
+        })
+        .await
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.submit(false, move |t| t.insert_session(session)).await
+    }
+
+    async fn session(&self, token_hash: &TokenHash) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = *token_hash;
+        self.read("session", move |txn| {
+            let bytes = txn.open_table(tables::SESSIONS)?.get(&hash.0[..])?;
+            bytes.map(|b| tables::decode(b.value(), "a session")).transpose()
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &TokenHash) -> Result<bool, StoreError> {
+        let hash = *token_hash;
+        self.submit(false, move |t| t.delete_session(&hash)).await
+    }
+
+    async fn delete_user_sessions(&self, user: UserId) -> Result<usize, StoreError> {
+        self.submit(false, move |t| t.delete_user_sessions(user)).await
+    }
+
+    async fn purge_expired_sessions(&self, now: UnixMillis) -> Result<usize, StoreError> {
+        self.submit(false, move |t| t.purge_expired_sessions(now)).await
+    }
+}
+
+#[async_trait]
+impl ConversationStore for EmbeddedStore {
+    async fn create_conversation(&self, new: NewConversation) -> Result<Conversation, StoreError> {
+        self.submit(false, move |t| t.create_conversation(new)).await
+    }
+
+    async fn conversation(&self, id: ConversationId) -> Result<Option<Conversation>, StoreError> {
+        self.read("conversation", move |txn| {
+            let bytes = txn.open_table(tables::CONVERSATIONS)?.get(id.0)?;
+            bytes.map(|b| tables::decode(b.value(), "a conversation")).transpose()
+        })
+        .await
+    }
+
+    async fn members(&self, id: ConversationId) -> Result<Vec<Member>, StoreError> {
+        self.read("members", move |txn| tables::members(&txn.open_table(tables::MEMBERS)?, id))
+            .await
+    }
+
+    async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationId>, StoreError> {
+        self.read("conversations_of", move |txn| {
+            tables::conversations_of(&txn.open_table(tables::USER_CONVERSATIONS)?, user)
+        })
+        .await
+    }
+
+    async fn receipts(&self, id: ConversationId) -> Result<Vec<(UserId, Receipt)>, StoreError> {
+        self.read("receipts", move |txn| tables::receipts(&txn.open_table(tables::RECEIPTS)?, id))
+            .await
+    }
+
+    async fn save_receipt(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        receipt: Receipt,
+    ) -> Result<(), StoreError> {
+        self.submit(false, move |t| t.save_receipt(id, user, receipt)).await
+    }
+}
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
+    fn append(&self, op: AppendOp) -> AppendTicket {
+        Box::pin(self.submit::<(), AppendError, _>(false, move |t| t.append(op)))
+    }
+
+    async fn last_seq(&self, id: ConversationId) -> Result<Seq, StoreError> {
+        self.read("last_seq", move |txn| tables::last_seq(&txn.open_table(tables::EVENTS)?, id))
+            .await
+    }
+
+    async fn find_client_msg(
+        &self,
+        id: ConversationId,
+        sender: UserId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Seq>, StoreError> {
+        let client_msg_id = client_msg_id.clone();
+        self.read("find_client_msg", move |txn| {
+            let client_msgs = txn.open_table(tables::CLIENT_MSGS)?;
+            tables::find_client_msg(&client_msgs, id, sender, &client_msg_id)
+        })
+        .await
+    }
+
+    async fn event(&self, id: ConversationId, seq: Seq) -> Result<Option<Event>, StoreError> {
+        self.read("event", move |txn| tables::event(&txn.open_table(tables::EVENTS)?, id, seq))
+            .await
+    }
+
+    async fn page(&self, id: ConversationId, request: PageRequest) -> Result<Vec<Event>, StoreError> {
+        self.read("page", move |txn| tables::page(&txn.open_table(tables::EVENTS)?, id, request))
+            .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.submit(true, |_| Ok(Ok(()))).await
+    }
+}
