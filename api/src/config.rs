@@ -2,16 +2,39 @@
 //!
 //! Layers, later wins: built-in defaults < TOML file (`--config`) < environment
 //! (`ROOST__SECTION__KEY=value`, `__` splits nesting) < command-line flags. Unknown keys are
-//! rejected with the key's name. The doc comment on each field is the operator documentation and
-//! is what `roost genconfig` writes as comments.
+//! rejected with the key's name and the layer that set it. The doc comment on each field is the
+//! operator documentation; [`NodeConfig::commented_toml`] writes the same text (kept in [`DOCS`],
+//! which a test checks against the structs) as comments, and is what `roost genconfig` prints.
+//!
+//! Loading merges every layer into one `toml::Table` and deserializes that once, so a value set in
+//! the environment is checked exactly like the same value written in the file. When
+//! deserialization fails, the failing key is found from the error's position in the merged
+//! document and reported with the layer that set it ([`Origin`]).
+//!
+//! [`NodeConfig::validate`] then checks what types cannot (ranges, pairs of settings, readable
+//! files) and reports every problem at once.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
 
+use roost_engine::service::MAX_PAGE;
 use roost_engine::store::embedded::DurabilityMode;
+use roost_engine::store::embedded::EmbeddedOptions;
 use roost_engine::EngineConfig;
 use serde::Deserialize;
 use serde::Serialize;
+use toml::Table;
+use toml::Value;
+
+/// Prefix of the environment variables that set configuration keys.
+pub const ENV_PREFIX: &str = "ROOST__";
+
+/// Room a WebSocket frame needs around a message body (frame type, ids, ref, JSON escaping
+/// slack), so that any body the engine accepts also fits in a frame.
+pub const FRAME_OVERHEAD_BYTES: usize = 4096;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +64,7 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Serve HTTPS/WSS with this certificate chain and key (PEM files). Both or neither.
     pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// Seconds between server pings on a WebSocket.
     pub heartbeat_secs: u64,
@@ -78,12 +102,13 @@ pub enum StorageBackend {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where messages and accounts are stored. `embedded`: a single file in `data_dir`.
     pub backend: StorageBackend,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// `immediate`: every acknowledged write is fsync'd (group commit batches them).
-    /// `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; an ack then
-    /// survives a process crash but not a power loss.
+    /// `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; a crash
+    /// (even of the process alone) can then lose up to that interval of acknowledged writes.
     pub durability: DurabilityMode,
     /// Most writes in one group commit.
     pub max_batch: usize,
@@ -99,6 +124,18 @@ impl Default for StorageConfig {
             durability: DurabilityMode::default(),
             max_batch: 512,
             relaxed_flush_interval_ms: 50,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The options to open the embedded store with.
+    pub fn embedded_options(&self) -> EmbeddedOptions {
+        EmbeddedOptions {
+            path: self.data_dir.clone(),
+            durability: self.durability,
+            max_batch: self.max_batch,
+            relaxed_flush_interval_ms: self.relaxed_flush_interval_ms,
         }
     }
 }
@@ -126,6 +163,7 @@ pub struct AuthConfig {
     pub login_failures_per_window: u32,
     /// Failed logins allowed per client address per window, across usernames.
     pub login_failures_per_address: u32,
+    /// Length of the failed-login counting window, in seconds.
     pub login_window_secs: u64,
     /// Shortest accepted password, in characters.
     pub min_password_chars: usize,
@@ -190,6 +228,7 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
+    /// `pretty`: one human-readable line per event. `json`: one JSON object per line.
     pub format: LogFormat,
     /// A tracing filter, e.g. "info" or "roost_api=debug,info". RUST_LOG overrides it.
     pub level: String,
@@ -197,6 +236,872 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Pretty, level: "info".into() }
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+// ----- loading ------------------------------------------------------------------------------
+
+/// The layer a configuration value came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    /// The environment variable's name as it was set.
+    Env(String),
+    /// The dotted key a command-line flag sets.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => write!(f, "the built-in defaults"),
+            Origin::File(path) => write!(f, "config file {}", path.display()),
+            Origin::Env(var) => write!(f, "environment variable {var}"),
+            Origin::Flag(key) => write!(f, "the command-line flag for {key}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid TOML:\n{source}", path.display())]
+    Syntax {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    /// An environment variable or flag whose name does not spell a key.
+    #[error("{origin} does not name a configuration key (expected {ENV_PREFIX}<SECTION>__<KEY>, e.g. ROOST__SERVER__LISTEN)")]
+    BadName { origin: Origin },
+    #[error("unknown configuration key `{key}` (set by {origin}); {expected}")]
+    UnknownKey {
+        key: String,
+        origin: Origin,
+        /// What is accepted there, e.g. "expected one of `listen`, `workers`, ...".
+        expected: String,
+    },
+    #[error("invalid value for `{key}` (set by {origin}): {message}")]
+    InvalidValue {
+        key: String,
+        origin: Origin,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The dotted key the error is about, if it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. } | ConfigError::InvalidValue { key, .. } => {
+                Some(key)
+            }
+            _ => None,
+        }
+    }
+
+    /// The layer that set the offending value, if known.
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            ConfigError::BadName { origin }
+            | ConfigError::UnknownKey { origin, .. }
+            | ConfigError::InvalidValue { origin, .. } => Some(origin),
+            ConfigError::Syntax { .. } | ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// The merged layers, and which layer set each leaf (dotted path).
+#[derive(Default)]
+struct Layers {
+    table: Table,
+    origins: BTreeMap<String, Origin>,
+    /// The defaults as a table: tells which keys are strings, so `ROOST__LOG__LEVEL=true`
+    /// stays the string "true".
+    defaults: Table,
+}
+
+impl NodeConfig {
+    /// Load the configuration: defaults < `path` (TOML) < `env` (only `ROOST__*` variables are
+    /// read; empty values count as unset) < `overrides` (dotted keys such as `server.listen`,
+    /// from command-line flags).
+    ///
+    /// Environment and flag values are read as TOML values when they parse as one (`8080`,
+    /// `true`, `["a", "b"]`), else as strings (`0.0.0.0:8080`). Keys whose default is a string
+    /// always take the raw string, and list keys also accept a comma-separated list.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<NodeConfig, ConfigError> {
+        let mut layers = Layers {
+            defaults: Table::try_from(NodeConfig::default()).unwrap_or_default(),
+            ..Layers::default()
+        };
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file: Table = toml::from_str(&text).map_err(|source| ConfigError::Syntax {
+                path: path.to_owned(),
+                source,
+            })?;
+            layers.merge_file(file, &Origin::File(path.to_owned()));
+        }
+
+        // Sorted, so that two spellings of one key (ROOST__LOG__LEVEL, roost__log__level)
+        // resolve the same way every time.
+        let mut vars: Vec<(String, String)> = env
+            .filter(|(name, value)| {
+                !value.is_empty()
+                    && name.len() >= ENV_PREFIX.len()
+                    && name.is_char_boundary(ENV_PREFIX.len())
+                    && name[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+            })
+            .collect();
+        vars.sort();
+        for (name, value) in vars {
+            let origin = Origin::Env(name.clone());
+            let path = split_key(&name[ENV_PREFIX.len()..], "__")
+                .ok_or_else(|| ConfigError::BadName { origin: origin.clone() })?;
+            layers.set(&path, &value, origin);
+        }
+
+        for (key, value) in overrides {
+            if value.is_empty() {
+                continue;
+            }
+            let origin = Origin::Flag(key.clone());
+            let path =
+                split_key(key, ".").ok_or_else(|| ConfigError::BadName { origin: origin.clone() })?;
+            layers.set(&path, value, origin);
+        }
+
+        layers.deserialize()
+    }
+}
+
+/// Lowercased, non-empty key segments, or `None` if the name does not spell a key.
+fn split_key(name: &str, separator: &str) -> Option<Vec<String>> {
+    let segments: Vec<String> = name
+        .split(separator)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let valid = segments.iter().all(|s| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    });
+    valid.then_some(segments)
+}
+
+impl Layers {
+    fn merge_file(&mut self, file: Table, origin: &Origin) {
+        let mut leaves = Vec::new();
+        collect_leaves(&file, "", &mut leaves);
+        for leaf in leaves {
+            self.origins.insert(leaf, origin.clone());
+        }
+        merge_tables(&mut self.table, file);
+    }
+
+    /// Set one key from the environment or a flag, replacing whatever lower layers set there.
+    fn set(&mut self, path: &[String], raw: &str, origin: Origin) {
+        let dotted = path.join(".");
+        let expected = lookup(&self.defaults, path);
+        let value = parse_value(raw, expected);
+        // A later layer replaces a whole subtree: forget the origins of what it hides.
+        let hidden = format!("{dotted}.");
+        self.origins.retain(|k, _| !k.starts_with(&hidden));
+        self.origins.insert(dotted, origin);
+
+        let (last, parents) = path.split_last().expect("split_key never returns an empty path");
+        let mut table = &mut self.table;
+        for segment in parents {
+            let entry = table
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Table(Table::new()));
+            if !entry.is_table() {
+                *entry = Value::Table(Table::new());
+            }
+            table = match entry {
+                Value::Table(inner) => inner,
+                _ => unreachable!("just made a table"),
+            };
+        }
+        table.insert(last.clone(), value);
+    }
+
+    fn deserialize(self) -> Result<NodeConfig, ConfigError> {
+        // Serialize the merged layers and parse them back: the parser reports the position of
+        // an error, which `key_at` turns back into the key.
+        let text = toml::to_string(&self.table).map_err(|e| ConfigError::InvalidValue {
+            key: "(configuration)".into(),
+            origin: Origin::Default,
+            message: e.to_string(),
+        })?;
+        toml::from_str::<NodeConfig>(&text).map_err(|error| {
+            let key = error
+                .span()
+                .and_then(|span| key_at(&text, span.start))
+                .unwrap_or_else(|| "(configuration)".into());
+            let origin = self.origin_of(&key);
+            let message = error.message().to_owned();
+            match message.strip_prefix("unknown field `") {
+                Some(rest) => ConfigError::UnknownKey {
+                    key,
+                    origin,
+                    expected: rest
+                        .split_once("`, ")
+                        .map_or_else(|| message.clone(), |(_, e)| e.to_owned()),
+                },
+                None => ConfigError::InvalidValue {
+                    key,
+                    origin,
+                    message,
+                },
+            }
+        })
+    }
+
+    /// The layer that set `key`: the key itself, a table above it, or a key below it.
+    fn origin_of(&self, key: &str) -> Origin {
+        if let Some(origin) = self.origins.get(key) {
+            return origin.clone();
+        }
+        let mut prefix = key;
+        while let Some((parent, _)) = prefix.rsplit_once('.') {
+            if let Some(origin) = self.origins.get(parent) {
+                return origin.clone();
+            }
+            prefix = parent;
+        }
+        let below = format!("{key}.");
+        self.origins
+            .iter()
+            .find(|(k, _)| k.starts_with(&below))
+            .map_or(Origin::Default, |(_, origin)| origin.clone())
+    }
+}
+
+fn collect_leaves(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            Value::Table(inner) => collect_leaves(inner, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+fn merge_tables(base: &mut Table, upper: Table) {
+    for (key, value) in upper {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(below)), Value::Table(above)) => merge_tables(below, above),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn lookup<'a>(table: &'a Table, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let value = table.get(first)?;
+    if rest.is_empty() {
+        return Some(value);
+    }
+    lookup(value.as_table()?, rest)
+}
+
+/// Read an environment or flag value; see [`NodeConfig::load`].
+fn parse_value(raw: &str, expected: Option<&Value>) -> Value {
+    match expected {
+        Some(Value::String(_)) => Value::String(raw.to_owned()),
+        Some(Value::Array(_)) => match parse_toml_value(raw) {
+            Some(array @ Value::Array(_)) => array,
+            _ => Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        },
+        _ => parse_toml_value(raw).unwrap_or_else(|| Value::String(raw.to_owned())),
+    }
+}
+
+/// `raw` as a single TOML value (`8080`, `true`, `"x"`, `[1, 2]`), if it is one.
+fn parse_toml_value(raw: &str) -> Option<Value> {
+    let mut table: Table = toml::from_str(&format!("v = {}", raw.trim())).ok()?;
+    if table.len() != 1 {
+        return None;
+    }
+    table.remove("v")
+}
+
+/// The dotted key whose name or value covers byte `offset` of the TOML document `text`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find_key(document.get_ref(), offset, &mut path).then(|| path.join("."))
+}
+
+fn find_key(table: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    let covers = |span: std::ops::Range<usize>| span.start <= offset && offset < span.end;
+    for (key, value) in table.iter() {
+        path.push(key.get_ref().to_string());
+        if covers(key.span()) {
+            return true;
+        }
+        // Table spans need not cover their keys (a `[header]` table), so search every table.
+        let inside = match value.get_ref().as_table() {
+            Some(inner) => find_key(inner, offset, path),
+            None => false,
+        };
+        if inside || covers(value.span()) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+// ----- validation ---------------------------------------------------------------------------
+
+impl NodeConfig {
+    /// Every problem that makes this configuration unusable, so an operator fixes them in one
+    /// go. Empty means valid. Includes the engine's own checks.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        self.server.problems(&mut problems);
+        self.storage.problems(&mut problems);
+        self.auth.problems(&mut problems);
+        self.limits_problems(&mut problems);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level `{}` is not a valid filter: {e}",
+                self.log.level
+            ));
+        }
+        problems.extend(self.engine.problems());
+        problems
+    }
+
+    /// Settings that work but are probably not what a production node wants.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let a = &self.auth;
+        if a.argon2_memory_kib < 19 * 1024 {
+            warnings.push(format!(
+                "auth.argon2_memory_kib = {} is below the OWASP minimum of 19456 KiB",
+                a.argon2_memory_kib
+            ));
+        }
+        if self.storage.durability == DurabilityMode::Relaxed {
+            warnings.push(
+                "storage.durability = \"relaxed\": a crash or power loss can lose acknowledged \
+                 messages; use it for benchmarks and disposable data only"
+                    .into(),
+            );
+        }
+        if self.server.tls_cert.is_none() && !self.server.listen.ip().is_loopback() {
+            warnings.push(format!(
+                "server.listen = {} is not a loopback address and TLS is off: put a TLS proxy in \
+                 front, or set server.tls_cert and server.tls_key",
+                self.server.listen
+            ));
+        }
+        warnings
+    }
+
+    fn limits_problems(&self, problems: &mut Vec<String>) {
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.max_frame_bytes", l.max_frame_bytes),
+            ("limits.max_request_body_bytes", l.max_request_body_bytes),
+            ("limits.frames_per_sec", l.frames_per_sec as usize),
+            ("limits.outbound_queue", l.outbound_queue),
+            ("limits.sync_page", l.sync_page),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+        if l.sync_page > MAX_PAGE {
+            problems.push(format!(
+                "limits.sync_page must be at most {MAX_PAGE} (the engine's largest page)"
+            ));
+        }
+        let needed = self.engine.max_body_bytes.saturating_add(FRAME_OVERHEAD_BYTES);
+        if l.max_frame_bytes < needed {
+            problems.push(format!(
+                "limits.max_frame_bytes ({}) must be at least engine.max_body_bytes + \
+                 {FRAME_OVERHEAD_BYTES} = {needed}, so that every message the engine accepts fits \
+                 in a WebSocket frame",
+                l.max_frame_bytes
+            ));
+        }
+        if l.max_request_body_bytes < needed {
+            problems.push(format!(
+                "limits.max_request_body_bytes ({}) must be at least engine.max_body_bytes + \
+                 {FRAME_OVERHEAD_BYTES} = {needed}, so that every message the engine accepts fits \
+                 in a request",
+                l.max_request_body_bytes
+            ));
+        }
+    }
+}
+
+impl ServerConfig {
+    fn problems(&self, problems: &mut Vec<String>) {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("server.tls_cert", cert), ("server.tls_key", key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        problems.push(format!("{name}: cannot read {}: {e}", path.display()));
+                    }
+                }
+            }
+            (Some(_), None) => {
+                problems.push("server.tls_cert is set but server.tls_key is not: set both or neither".into())
+            }
+            (None, Some(_)) => {
+                problems.push("server.tls_key is set but server.tls_cert is not: set both or neither".into())
+            }
+            (None, None) => {}
+        }
+        if self.internal_listen == Some(self.listen) {
+            problems.push(format!(
+                "server.internal_listen must differ from server.listen ({})",
+                self.listen
+            ));
+        }
+        if self.heartbeat_secs == 0 {
+            problems.push("server.heartbeat_secs must be greater than 0".into());
+        }
+        if self.heartbeat_secs >= self.client_timeout_secs {
+            problems.push(format!(
+                "server.heartbeat_secs ({}) must be less than server.client_timeout_secs ({}), or \
+                 live clients are timed out between pings",
+                self.heartbeat_secs, self.client_timeout_secs
+            ));
+        }
+        for origin in &self.allowed_origins {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains(['/', '*', ' ']) => {}
+                _ => problems.push(format!(
+                    "server.allowed_origins: `{origin}` is not an origin; write \
+                     scheme://host[:port] exactly as browsers send it (no path, no trailing \
+                     slash, no wildcard)"
+                )),
+            }
+        }
+    }
+}
+
+impl StorageConfig {
+    fn problems(&self, problems: &mut Vec<String>) {
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("storage.data_dir must not be empty".into());
+        }
+        if self.max_batch == 0 {
+            problems.push("storage.max_batch must be greater than 0".into());
+        }
+        if self.durability == DurabilityMode::Relaxed && self.relaxed_flush_interval_ms == 0 {
+            problems.push(
+                "storage.relaxed_flush_interval_ms must be greater than 0 in relaxed durability"
+                    .into(),
+            );
+        }
+    }
+}
+
+impl AuthConfig {
+    fn problems(&self, problems: &mut Vec<String>) {
+        if let Err(e) = argon2::Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            None,
+        ) {
+            problems.push(format!("auth.argon2_* parameters are invalid: {e}"));
+        }
+        if !(1..=64).contains(&self.argon2_parallelism) {
+            problems.push("auth.argon2_parallelism must be between 1 and 64".into());
+        }
+        if !(1..=100).contains(&self.argon2_iterations) {
+            problems.push("auth.argon2_iterations must be between 1 and 100".into());
+        }
+        // Below 8 KiB per lane argon2 refuses; above 4 GiB a single login could exhaust memory.
+        let min_memory = 8 * self.argon2_parallelism.max(1);
+        if !(min_memory..=4 * 1024 * 1024).contains(&self.argon2_memory_kib) {
+            problems.push(format!(
+                "auth.argon2_memory_kib must be between {min_memory} and 4194304"
+            ));
+        }
+        for (name, value) in [
+            ("auth.session_ttl_hours", self.session_ttl_hours),
+            ("auth.ws_ticket_ttl_secs", self.ws_ticket_ttl_secs),
+            ("auth.max_concurrent_hashes", self.max_concurrent_hashes as u64),
+            ("auth.login_failures_per_window", u64::from(self.login_failures_per_window)),
+            ("auth.login_failures_per_address", u64::from(self.login_failures_per_address)),
+            ("auth.login_window_secs", self.login_window_secs),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+        if !(1..=128).contains(&self.min_password_chars) {
+            problems.push("auth.min_password_chars must be between 1 and 128".into());
+        }
+    }
+}
+
+// ----- the commented configuration ----------------------------------------------------------
+
+/// One documented key of the configuration file.
+#[derive(Debug)]
+pub struct FieldDoc {
+    pub key: &'static str,
+    /// The operator documentation, the same text as the field's doc comment.
+    pub doc: &'static str,
+    /// For keys with no default (optional settings): an example value (TOML), written
+    /// commented out.
+    pub example: Option<&'static str>,
+}
+
+/// One `[section]` of the configuration file.
+#[derive(Debug)]
+pub struct SectionDoc {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub fields: &'static [FieldDoc],
+}
+
+const fn field(key: &'static str, doc: &'static str) -> FieldDoc {
+    FieldDoc {
+        key,
+        doc,
+        example: None,
+    }
+}
+
+const fn optional(key: &'static str, doc: &'static str, example: &'static str) -> FieldDoc {
+    FieldDoc {
+        key,
+        doc,
+        example: Some(example),
+    }
+}
+
+/// The documentation `roost genconfig` writes, section by section, in file order. A test checks
+/// that it names every field of [`NodeConfig`] and nothing else.
+pub const DOCS: &[SectionDoc] = &[
+    SectionDoc {
+        name: "server",
+        doc: "Listeners, TLS, WebSocket timings and shutdown.",
+        fields: &[
+            field("listen", "Address of the public listener (REST + WebSocket)."),
+            optional(
+                "internal_listen",
+                "Optional internal listener for /healthz, /readyz and /metrics (and, later, cluster\n\
+                 traffic). When unset, they are served on the public listener. Plain HTTP: bind it\n\
+                 to a loopback or private address.",
+                "\"127.0.0.1:9090\"",
+            ),
+            field("workers", "HTTP worker threads; 0 means one per CPU core."),
+            field("engine_workers", "Conversation actor event loops; 0 means one per CPU core."),
+            field(
+                "allowed_origins",
+                "Browser origins allowed to open WebSockets (exact match, e.g. \"https://chat.example.com\").\n\
+                 Requests without an Origin header (native clients) are always allowed.",
+            ),
+            optional(
+                "tls_cert",
+                "Serve HTTPS/WSS with this certificate chain and key (PEM files). Both or neither.\n\
+                 `roost cert dev` makes a self-signed pair for development.",
+                "\"/etc/roost/tls/cert.pem\"",
+            ),
+            optional("tls_key", "The private key (PEM) of `tls_cert`.", "\"/etc/roost/tls/key.pem\""),
+            field("heartbeat_secs", "Seconds between server pings on a WebSocket."),
+            field(
+                "client_timeout_secs",
+                "A WebSocket with no traffic from the client for this long is closed.",
+            ),
+            field(
+                "shutdown_grace_secs",
+                "On SIGTERM: seconds to let clients reconnect elsewhere and requests finish.",
+            ),
+        ],
+    },
+    SectionDoc {
+        name: "storage",
+        doc: "Where messages and accounts are kept.",
+        fields: &[
+            field(
+                "backend",
+                "Where messages and accounts are stored. `embedded`: a single file in `data_dir`.",
+            ),
+            field(
+                "data_dir",
+                "Directory of the embedded store (created if missing). Back up its roost.redb file\n\
+                 while the node is stopped.",
+            ),
+            field(
+                "durability",
+                "`immediate`: every acknowledged write is fsync'd (group commit batches them).\n\
+                 `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; an ack then\n\
+                 survives a process crash but not a power loss.",
+            ),
+            field("max_batch", "Most writes in one group commit."),
+            field("relaxed_flush_interval_ms", "Relaxed mode only: longest time between fsyncs."),
+        ],
+    },
+    SectionDoc {
+        name: "auth",
+        doc: "Accounts, sessions, password hashing and login throttling.",
+        fields: &[
+            field("registration_open", "Let anyone create an account with POST /v1/auth/register."),
+            field("session_ttl_hours", "Lifetime of a login session token, in hours."),
+            field("ws_ticket_ttl_secs", "Lifetime of a WebSocket ticket (for browsers), in seconds."),
+            field(
+                "argon2_memory_kib",
+                "Argon2id memory cost in KiB (OWASP minimum 19456; RFC 9106 second choice 65536).",
+            ),
+            field("argon2_iterations", "Argon2id iterations."),
+            field("argon2_parallelism", "Argon2id lanes."),
+            field(
+                "max_concurrent_hashes",
+                "Password hashes computed at once; more wait, so a login flood cannot exhaust memory.",
+            ),
+            field(
+                "login_failures_per_window",
+                "Failed logins allowed per (username, client address) per `login_window_secs` before\n\
+                 that pair is throttled. Other addresses are unaffected, so attackers cannot lock out a\n\
+                 victim.",
+            ),
+            field(
+                "login_failures_per_address",
+                "Failed logins allowed per client address per window, across usernames.",
+            ),
+            field("login_window_secs", "Length of the failed-login counting window, in seconds."),
+            field("min_password_chars", "Shortest accepted password, in characters."),
+        ],
+    },
+    SectionDoc {
+        name: "limits",
+        doc: "Per-connection and per-request limits.",
+        fields: &[
+            field(
+                "max_frame_bytes",
+                "Largest WebSocket frame accepted, in bytes (larger: close 1009). At least\n\
+                 engine.max_body_bytes + 4096.",
+            ),
+            field(
+                "max_request_body_bytes",
+                "Largest HTTP request body, in bytes. At least engine.max_body_bytes + 4096.",
+            ),
+            field(
+                "frames_per_sec",
+                "Frames per second a connection may send (token bucket; burst = 2x).",
+            ),
+            field(
+                "outbound_queue",
+                "Outgoing items queued per connection before it is told to resync.",
+            ),
+            field(
+                "typing_interval_ms",
+                "Typing indicators forwarded per connection per conversation, at most one per this many ms.",
+            ),
+            field(
+                "sync_page",
+                "Default and largest number of events per conversation in one sync answer (at most 200).",
+            ),
+        ],
+    },
+    SectionDoc {
+        name: "log",
+        doc: "Logging (to standard output).",
+        fields: &[
+            field(
+                "format",
+                "`pretty`: one human-readable line per event. `json`: one JSON object per line.",
+            ),
+            field(
+                "level",
+                "A tracing filter, e.g. \"info\" or \"roost_api=debug,info\". RUST_LOG overrides it.",
+            ),
+        ],
+    },
+    SectionDoc {
+        name: "engine",
+        doc: "Limits and timings of conversations, whatever the transport.",
+        fields: &[
+            field(
+                "max_body_bytes",
+                "Largest accepted message body (text plus structured fields), in bytes.",
+            ),
+            field("max_group_members", "Largest group, in members."),
+            field("max_group_name_bytes", "Longest group name, in bytes."),
+            field(
+                "edit_window_secs",
+                "How long after sending a member may edit or recall their own message, in seconds.\n\
+                 Group admins and owners may recall any message at any time.",
+            ),
+            field(
+                "conversation_idle_secs",
+                "A conversation actor with no traffic for this long stops; it is rebuilt from the store on\n\
+                 the next use.",
+            ),
+            field(
+                "conversation_mailbox",
+                "Capacity of a conversation actor's mailbox before senders are told to back off.",
+            ),
+            field(
+                "dedup_cache_entries",
+                "Client message ids remembered in memory per conversation actor; older ones are found in\n\
+                 the store.",
+            ),
+            field(
+                "presence_fanout_max_members",
+                "Presence changes are pushed to members of conversations up to this size; larger groups\n\
+                 ask for presence instead.",
+            ),
+        ],
+    },
+];
+
+const HEADER: &str = "\
+# Roost node configuration.
+#
+# Every key is optional: a missing key takes the default shown here. Settings are read in
+# layers, later wins:
+#   built-in defaults < this file (`roost serve --config FILE`)
+#   < environment variables ROOST__<SECTION>__<KEY>, e.g. ROOST__SERVER__LISTEN=0.0.0.0:8080
+#   < command-line flags (`--listen`, `--data-dir`).
+# Unknown keys are errors. Check a file with `roost checkconfig --config FILE`.
+";
+
+impl NodeConfig {
+    /// A complete configuration file: every key with its documentation as comments and its
+    /// default value (optional keys commented out, with an example). Parses back to
+    /// `NodeConfig::default()`.
+    pub fn commented_toml() -> String {
+        let defaults = Table::try_from(NodeConfig::default()).unwrap_or_default();
+        let mut out = String::from(HEADER);
+        for section in DOCS {
+            out.push_str(&format!("\n# {}\n[{}]\n", section.doc, section.name));
+            let values = defaults.get(section.name).and_then(Value::as_table);
+            for (i, field) in section.fields.iter().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                for line in field.doc.lines() {
+                    out.push_str(&format!("# {}\n", line.trim_end()));
+                }
+                match (values.and_then(|v| v.get(field.key)), field.example) {
+                    (Some(value), _) => out.push_str(&format!("{} = {value}\n", field.key)),
+                    (None, Some(example)) => {
+                        out.push_str(&format!("# (unset by default)\n# {} = {example}\n", field.key))
+                    }
+                    (None, None) => out.push_str(&format!("# {} (unset by default)\n", field.key)),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        NodeConfig::load(None, env.collect::<Vec<_>>().into_iter(), &[])
+    }
+
+    #[test]
+    fn docs_name_exactly_the_fields() {
+        let defaults = Table::try_from(NodeConfig::default()).expect("serializes");
+        let documented: Vec<&str> = DOCS.iter().map(|s| s.name).collect();
+        let sections: Vec<&str> = defaults.keys().map(String::as_str).collect();
+        let mut sorted = documented.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, sections, "every section is documented");
+        for section in DOCS {
+            let values = defaults[section.name].as_table().expect("a table");
+            for key in values.keys() {
+                assert!(
+                    section.fields.iter().any(|f| f.key == key),
+                    "{}.{key} has no entry in config::DOCS",
+                    section.name
+                );
+            }
+            // Optional keys must exist too: set each to its example and deserialize.
+            for f in section.fields {
+                assert!(!f.doc.is_empty());
+                let value = match (values.get(f.key), f.example) {
+                    (Some(v), _) => v.to_string(),
+                    (None, Some(example)) => example.to_owned(),
+                    (None, None) => panic!("{}.{} needs a default or an example", section.name, f.key),
+                };
+                let doc = format!("[{}]\n{} = {value}\n", section.name, f.key);
+                toml::from_str::<NodeConfig>(&doc)
+                    .unwrap_or_else(|e| panic!("{}.{}: {e}", section.name, f.key));
+            }
+        }
+    }
+
+    #[test]
+    fn env_values_are_typed_by_the_defaults() {
+        let config = load_env(&[
+            ("ROOST__LOG__LEVEL", "true"),
+            ("ROOST__SERVER__ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+            ("roost__limits__sync_page", "42"),
+            ("ROOST__SERVER__TLS_CERT", ""),
+        ])
+        .expect("loads");
+        assert_eq!(config.log.level, "true");
+        assert_eq!(config.server.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(config.limits.sync_page, 42);
+        assert_eq!(config.server.tls_cert, None, "empty values count as unset");
+    }
+
+    #[test]
+    fn bad_env_names_are_rejected() {
+        let err = load_env(&[("ROOST__SERVER____LISTEN", "x")]).expect_err("rejected");
+        assert!(matches!(err, ConfigError::BadName { .. }), "{err}");
+        // A different prefix is not ours.
+        load_env(&[("ROOST_CONFIG", "/etc/roost.toml")]).expect("ignored");
+    }
+
+    #[test]
+    fn key_at_finds_nested_keys() {
+        let text = "top = 1\n\n[server]\nlisten = \"x\"\nallowed_origins = [1, 2]\n\n[log]\nlevel = 3\n";
+        let at = |needle: &str| key_at(text, text.find(needle).expect("present"));
+        assert_eq!(at("top").as_deref(), Some("top"));
+        assert_eq!(at("\"x\"").as_deref(), Some("server.listen"));
+        assert_eq!(at("2]").as_deref(), Some("server.allowed_origins"));
+        assert_eq!(at("log]").as_deref(), Some("log"));
+        assert_eq!(at("3").as_deref(), Some("log.level"));
     }
 }

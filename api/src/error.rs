@@ -134,7 +134,7 @@ impl ApiError {
 }
 
 /// The error object as serialized on the wire.
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
     pub code: ErrorCode,
     pub message: &'a str,

@@ -396,8 +396,8 @@ proptest! {
             assert_dense(&history);
             let total: usize = counters.iter().sum();
             assert_eq!(history.len(), total + 1, "one event per distinct message plus the announcement");
-            for who in 0..4 {
-                let mine: Vec<u64> = (0..counters[who])
+            for (who, count) in counters.iter().enumerate() {
+                let mine: Vec<u64> = (0..*count)
                     .map(|n| acked.iter().find(|(w, m, _)| *w == who && *m == n).expect("acked").2)
                     .collect();
                 assert!(mine.windows(2).all(|w| w[0] < w[1]), "sender {who} order kept: {mine:?}");

@@ -42,7 +42,11 @@ const CHILD_DIR_ENV: &str = "ROOST_CRASH_CHILD_DIR";
 const CHILD_MODE_ENV: &str = "ROOST_CRASH_CHILD_MODE";
 
 fn options(path: &Path, durability: DurabilityMode) -> EmbeddedOptions {
-    EmbeddedOptions { path: path.to_owned(), durability, ..EmbeddedOptions::default() }
+    EmbeddedOptions {
+        path: path.to_owned(),
+        durability,
+        ..EmbeddedOptions::default()
+    }
 }
 
 fn open(path: &Path, durability: DurabilityMode) -> EmbeddedStore {
@@ -52,12 +56,24 @@ fn open(path: &Path, durability: DurabilityMode) -> EmbeddedStore {
 fn message(conversation: ConversationId, seq: u64) -> AppendOp {
     let kind = EventKind::Message {
         client_msg_id: ClientMsgId::parse(&format!("m-{seq}")).expect("valid id"),
-        body: MessageBody { text: format!("message {seq}"), ..MessageBody::default() },
+        body: MessageBody {
+            text: format!("message {seq}"),
+            ..MessageBody::default()
+        },
         edited_by: None,
         recalled_by: None,
     };
-    let event = Event { conversation, seq: Seq(seq), sender: UserId(1), at: seq as i64, kind };
-    AppendOp { event, effects: Vec::new() }
+    let event = Event {
+        conversation,
+        seq: Seq(seq),
+        sender: UserId(1),
+        at: seq as i64,
+        kind,
+    };
+    AppendOp {
+        event,
+        effects: Vec::new(),
+    }
 }
 
 async fn group(store: &dyn Store) -> ConversationId {
@@ -66,7 +82,10 @@ async fn group(store: &dyn Store) -> ConversationId {
         name: "g".to_owned(),
         created_by: UserId(1),
         created_at: 0,
-        members: vec![Member { user: UserId(1), role: MemberRole::Owner }],
+        members: vec![Member {
+            user: UserId(1),
+            role: MemberRole::Owner,
+        }],
     };
     store.create_conversation(new).await.expect("create_conversation").id
 }
@@ -80,8 +99,18 @@ async fn append_all(store: &dyn Store, id: ConversationId, seqs: std::ops::Range
 }
 
 async fn history(store: &dyn Store, id: ConversationId) -> Vec<u64> {
-    let request = PageRequest { from: Seq::ZERO, direction: Direction::Forward, limit: usize::MAX };
-    store.page(id, request).await.expect("page").iter().map(|e| e.seq.0).collect()
+    let request = PageRequest {
+        from: Seq::ZERO,
+        direction: Direction::Forward,
+        limit: usize::MAX,
+    };
+    store
+        .page(id, request)
+        .await
+        .expect("page")
+        .iter()
+        .map(|e| e.seq.0)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +174,10 @@ async fn data_survives_drop_and_reopen() {
     assert_eq!(store.last_seq(id).await.expect("last_seq"), Seq(20));
     assert_eq!(history(&store, id).await, (1..=20).collect::<Vec<_>>());
     // Ids keep counting from where they were.
-    assert!(group(&store).await.0 > id.0, "a reopened store does not reuse conversation ids");
+    assert!(
+        group(&store).await.0 > id.0,
+        "a reopened store does not reuse conversation ids"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +218,10 @@ async fn a_burst_of_appends_is_group_committed() {
     let commits = store.commit_count() - before;
     let writes = CONVERSATIONS as u64 * PER_CONVERSATION;
     assert!(commits >= 1, "the writes were committed");
-    assert!(commits < writes, "{writes} concurrent appends took {commits} commits: no group commit");
+    assert!(
+        commits < writes,
+        "{writes} concurrent appends took {commits} commits: no group commit"
+    );
     for id in ids {
         assert_eq!(store.last_seq(id).await.expect("last_seq"), Seq(PER_CONVERSATION));
     }
@@ -202,7 +237,10 @@ async fn closed_store_refuses_writes_and_keeps_reads() {
     store.close().expect("a second close is a no-op");
     let refused = store.append(message(id, 3)).await;
     assert!(
-        matches!(refused, Err(roost_engine::store::AppendError::Store(StoreError::Unavailable(_)))),
+        matches!(
+            refused,
+            Err(roost_engine::store::AppendError::Store(StoreError::Unavailable(_)))
+        ),
         "an append after close must be Unavailable, got {refused:?}"
     );
     assert!(matches!(store.flush().await, Err(StoreError::Unavailable(_))));
@@ -230,6 +268,12 @@ fn options_parse_with_defaults_and_reject_unknown_keys() {
     assert_eq!(parsed.relaxed_flush_interval_ms, 50);
     assert_eq!(EmbeddedOptions::default().durability, DurabilityMode::Immediate);
     assert!(serde_json::from_str::<EmbeddedOptions>(r#"{"max_batch": 1, "fsync": true}"#).is_err());
+    assert!(EmbeddedOptions::default().problems().is_empty());
+    let zero = EmbeddedOptions {
+        max_batch: 0,
+        ..EmbeddedOptions::default()
+    };
+    assert_eq!(zero.problems().len(), 1, "max_batch 0 is reported");
 }
 
 // Crash tests: the parent runs `crash_child` in a new process, which aborts after printing
@@ -243,12 +287,19 @@ fn run_crash_child(dir: &Path, mode: &str) -> u64 {
         .output()
         .expect("run the crash child");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(!output.status.success(), "the child must die by abort, it exited {}", output.status);
+    assert!(
+        !output.status.success(),
+        "the child must die by abort, it exited {}",
+        output.status
+    );
     stdout
         .lines()
         .find_map(|line| line.split_once("acked ").and_then(|(_, n)| n.trim().parse().ok()))
         .unwrap_or_else(|| {
-            panic!("the child printed no ack count\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr))
+            panic!(
+                "the child printed no ack count\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
         })
 }
 
@@ -256,7 +307,11 @@ async fn reopen_after_crash(dir: &Path) -> u64 {
     let store = open(dir, DurabilityMode::Immediate);
     let id = ConversationId(1);
     let last = store.last_seq(id).await.expect("last_seq").0;
-    assert_eq!(history(&store, id).await, (1..=last).collect::<Vec<_>>(), "the log has no gap");
+    assert_eq!(
+        history(&store, id).await,
+        (1..=last).collect::<Vec<_>>(),
+        "the log has no gap"
+    );
     last
 }
 
@@ -264,24 +319,36 @@ async fn reopen_after_crash(dir: &Path) -> u64 {
 async fn immediate_acks_survive_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let acked = run_crash_child(dir.path(), "immediate");
-    assert_eq!(reopen_after_crash(dir.path()).await, acked, "every acknowledged append survived");
+    assert_eq!(
+        reopen_after_crash(dir.path()).await,
+        acked,
+        "every acknowledged append survived"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relaxed_flush_survives_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let flushed = run_crash_child(dir.path(), "relaxed_flush");
-    // The appends acknowledged after the flush were never made durable. redb rolls a crashed
-    // database back to its last durable commit, which is what DurabilityMode::Relaxed documents;
-    // if this fails with more events than flushed, redb changed and those docs need updating.
-    assert_eq!(reopen_after_crash(dir.path()).await, flushed, "exactly the flushed appends survived");
+    // The child acknowledged 5 more appends after the flush without making them durable. redb
+    // reopens a crashed database at its last durable commit or at a later non-durable one, so
+    // those may or may not be there; the log is a prefix either way.
+    let survived = reopen_after_crash(dir.path()).await;
+    assert!(
+        (flushed..=flushed + 5).contains(&survived),
+        "the {flushed} flushed appends must survive (and at most the 5 after them), found {survived}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relaxed_interval_commit_survives_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let acked = run_crash_child(dir.path(), "relaxed_tick");
-    assert_eq!(reopen_after_crash(dir.path()).await, acked, "the timed durable commit kept them");
+    assert_eq!(
+        reopen_after_crash(dir.path()).await,
+        acked,
+        "the timed durable commit kept them"
+    );
 }
 
 /// Not a test on its own: the process that crashes, run by the crash tests above.
@@ -293,24 +360,31 @@ async fn crash_child() {
     };
     let dir = Path::new(&dir);
     let hour = 3_600_000;
-    let acked = match mode.as_str() {
+    // Each arm returns its store, so it is still open (not closed cleanly) when the child aborts.
+    let (_store, acked) = match mode.as_str() {
         "immediate" => {
             let store = open(dir, DurabilityMode::Immediate);
             let id = group(&store).await;
             append_all(&store, id, 1..=25).await;
-            25
+            (store, 25)
         }
         "relaxed_flush" => {
-            let options = EmbeddedOptions { relaxed_flush_interval_ms: hour, ..options(dir, DurabilityMode::Relaxed) };
+            let options = EmbeddedOptions {
+                relaxed_flush_interval_ms: hour,
+                ..options(dir, DurabilityMode::Relaxed)
+            };
             let store = EmbeddedStore::open(options).expect("open");
             let id = group(&store).await;
             append_all(&store, id, 1..=10).await;
             store.flush().await.expect("flush");
             append_all(&store, id, 11..=15).await;
-            10
+            (store, 10)
         }
         "relaxed_tick" => {
-            let options = EmbeddedOptions { relaxed_flush_interval_ms: 20, ..options(dir, DurabilityMode::Relaxed) };
+            let options = EmbeddedOptions {
+                relaxed_flush_interval_ms: 20,
+                ..options(dir, DurabilityMode::Relaxed)
+            };
             let store = EmbeddedStore::open(options).expect("open");
             let id = group(&store).await;
             append_all(&store, id, 1..=10).await;
@@ -323,7 +397,7 @@ async fn crash_child() {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            10
+            (store, 10)
         }
         other => panic!("unknown crash child mode {other}"),
     };

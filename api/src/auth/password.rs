@@ -183,7 +183,10 @@ pub(crate) mod tests {
 
     #[test]
     fn password_rules() {
-        let config = AuthConfig { min_password_chars: 8, ..AuthConfig::default() };
+        let config = AuthConfig {
+            min_password_chars: 8,
+            ..AuthConfig::default()
+        };
         assert!(check_password_rules("short", &config).is_err());
         assert!(check_password_rules("ééééééé", &config).is_err());
         assert!(check_password_rules("éééééééé", &config).is_ok());
@@ -194,7 +197,10 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_params_are_reported() {
-        let config = AuthConfig { argon2_memory_kib: 1, ..AuthConfig::default() };
+        let config = AuthConfig {
+            argon2_memory_kib: 1,
+            ..AuthConfig::default()
+        };
         assert!(argon2_params(&config).is_err());
         assert!(argon2_params(&AuthConfig::default()).is_ok());
     }
@@ -203,7 +209,10 @@ pub(crate) mod tests {
     async fn async_hash_and_verify_including_unknown_user() {
         let passwords = Passwords::new(&tiny_config()).expect("params");
         let phc = passwords.hash("hunter2hunter2").await.expect("hash");
-        assert!(passwords.verify("hunter2hunter2", Some(&phc)).await.expect("ok"));
+        assert!(passwords
+            .verify("hunter2hunter2", Some(&phc))
+            .await
+            .expect("ok"));
         assert!(!passwords.verify("wrong", Some(&phc)).await.expect("ok"));
         assert!(!passwords.verify("hunter2hunter2", None).await.expect("ok"));
         let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);

@@ -94,7 +94,12 @@ impl LoginThrottle {
         for key in [&pair, &address] {
             self.count(&mut counters, key, now);
         }
-        Ok(Attempt { throttle: self, pair, address, settled: false })
+        Ok(Attempt {
+            throttle: self,
+            pair,
+            address,
+            settled: false,
+        })
     }
 
     /// How many counters are held (for tests and metrics).
@@ -117,7 +122,10 @@ impl LoginThrottle {
         if !counters.contains_key(key) && counters.len() >= self.capacity {
             self.evict(counters, now);
         }
-        let fresh = Window { started: now, count: 0 };
+        let fresh = Window {
+            started: now,
+            count: 0,
+        };
         let window = counters.entry(key.clone()).or_insert(fresh);
         if now.saturating_duration_since(window.started) >= self.window {
             *window = fresh;
@@ -130,8 +138,10 @@ impl LoginThrottle {
         if counters.len() < self.capacity {
             return;
         }
-        let mut by_age: Vec<(Instant, Key)> =
-            counters.iter().map(|(k, w)| (w.started, k.clone())).collect();
+        let mut by_age: Vec<(Instant, Key)> = counters
+            .iter()
+            .map(|(k, w)| (w.started, k.clone()))
+            .collect();
         by_age.sort_unstable_by_key(|(started, _)| *started);
         let excess = counters.len() + 1 - self.capacity;
         let drop = excess.max(self.capacity / 10);
@@ -212,7 +222,9 @@ mod tests {
     }
 
     fn fail(t: &LoginThrottle, name: &str, addr: IpAddr, now: Instant) {
-        t.begin(name, addr, now).expect("not throttled yet").failed();
+        t.begin(name, addr, now)
+            .expect("not throttled yet")
+            .failed();
     }
 
     #[test]
@@ -225,7 +237,10 @@ mod tests {
         let wait = t.begin("alice", ip(1), now).expect_err("throttled");
         assert_eq!(wait, Duration::from_secs(60));
         let later = now + Duration::from_secs(20);
-        assert_eq!(t.begin("alice", ip(1), later).expect_err("still"), Duration::from_secs(40));
+        assert_eq!(
+            t.begin("alice", ip(1), later).expect_err("still"),
+            Duration::from_secs(40)
+        );
     }
 
     #[test]
@@ -237,8 +252,12 @@ mod tests {
         }
         assert!(t.begin("alice", ip(66), now).is_err());
         // The real alice, elsewhere, can still log in; so can others from the attacker's address.
-        t.begin("alice", ip(1), now).expect("other address unaffected").succeeded();
-        t.begin("bob", ip(66), now).expect("other username unaffected").failed();
+        t.begin("alice", ip(1), now)
+            .expect("other address unaffected")
+            .succeeded();
+        t.begin("bob", ip(66), now)
+            .expect("other username unaffected")
+            .failed();
     }
 
     #[test]
@@ -258,10 +277,16 @@ mod tests {
         let now = Instant::now();
         fail(&t, "alice", ip(1), now);
         fail(&t, "alice", ip(1), now);
-        assert!(t.begin("alice", ip(1), now + Duration::from_secs(59)).is_err());
+        assert!(t
+            .begin("alice", ip(1), now + Duration::from_secs(59))
+            .is_err());
         fail(&t, "alice", ip(1), now + Duration::from_secs(60));
-        t.begin("alice", ip(1), now + Duration::from_secs(61)).expect("second of new window").failed();
-        assert!(t.begin("alice", ip(1), now + Duration::from_secs(62)).is_err());
+        t.begin("alice", ip(1), now + Duration::from_secs(61))
+            .expect("second of new window")
+            .failed();
+        assert!(t
+            .begin("alice", ip(1), now + Duration::from_secs(62))
+            .is_err());
     }
 
     #[test]
@@ -294,7 +319,12 @@ mod tests {
         let t = LoginThrottle::with_capacity(&config, 50);
         let now = Instant::now();
         for i in 0..=255u8 {
-            fail(&t, "alice", ip(i), now + Duration::from_millis(u64::from(i)));
+            fail(
+                &t,
+                "alice",
+                ip(i),
+                now + Duration::from_millis(u64::from(i)),
+            );
         }
         assert!(t.tracked() <= 50, "tracked {}", t.tracked());
     }

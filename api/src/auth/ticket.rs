@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(key.verify(&forged, 0), Err(TicketError::BadSignature));
         // Truncated, garbage, empty.
         assert_eq!(key.verify(&ticket[1..], 0), Err(TicketError::Malformed));
-        assert_eq!(key.verify(&"!".repeat(ENCODED_LEN), 0), Err(TicketError::Malformed));
+        assert_eq!(
+            key.verify(&"!".repeat(ENCODED_LEN), 0),
+            Err(TicketError::Malformed)
+        );
         assert_eq!(key.verify("", 0), Err(TicketError::Malformed));
     }
 

@@ -1,17 +1,19 @@
 //! `EmbeddedStore`: the durable single-node store, on redb (one file, crash-safe, no server).
 //!
-//! - [`writer`]: every mutation goes through one writer thread that group-commits: one redb
-//!   write transaction and one fsync for up to `max_batch` queued writes, answered only after the
-//!   commit. Appends are queued inside [`MessageStore::append`] itself, so submission order is
+//! - `writer`: every mutation goes through one writer thread that group-commits: one redb
+//!   write transaction (and, in immediate durability, one fsync) for up to `max_batch` queued
+//!   writes, answered only after the commit. Appends are queued inside [`MessageStore::append`] itself, so submission order is
 //!   application order.
-//! - [`mutations`]: the mutations, each validated before it writes so a refused one fails alone.
-//! - [`tables`]: the layout, the record encoding (postcard) and the reads.
+//! - `mutations`: the mutations, each validated before it writes so a refused one fails alone.
+//! - `tables`: the layout, the record encoding (postcard) and the reads.
 //!
 //! Reads run on tokio's blocking pool in their own read transaction (redb readers never wait for
 //! the writer), so they must be called from inside a tokio runtime, current-thread ones included.
 //!
 //! The database is `<path>/roost.redb`. redb locks the file against a second opener and recovers
 //! the last durable commit after a crash (`kill -9`, power loss); this store keeps no other files.
+//! Opening after a crash repairs the file first (redb walks it to rebuild its allocator state),
+//! so that open takes longer on a large database.
 
 mod mutations;
 mod tables;
@@ -66,7 +68,7 @@ use crate::model::User;
 /// Name of the database file inside [`EmbeddedOptions::path`].
 pub const DATABASE_FILE: &str = "roost.redb";
 
-/// Settings of the embedded store (`[storage.embedded]` in the node configuration).
+/// Settings of the embedded store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedOptions {
@@ -95,6 +97,20 @@ impl Default for EmbeddedOptions {
     }
 }
 
+impl EmbeddedOptions {
+    /// Every problem with the values, so an operator can fix them in one go.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.path.as_os_str().is_empty() {
+            problems.push("embedded store: path must not be empty".to_owned());
+        }
+        if self.max_batch == 0 {
+            problems.push("embedded store: max_batch must be at least 1".to_owned());
+        }
+        problems
+    }
+}
+
 /// When the embedded store acknowledges a write.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,11 +121,15 @@ pub enum DurabilityMode {
     Immediate,
     /// Commits are not fsynced; a durable commit is made at least every
     /// `relaxed_flush_interval_ms`, on `flush` and on a clean shutdown. Acknowledged writes are
-    /// visible at once but exist only in this process's memory until the next durable commit:
-    /// a process crash (`kill -9`, OOM kill, panic abort) or a power loss loses the writes of up
-    /// to that interval, and the store reopens at the last durable commit (consistently: a lost
-    /// write takes every later write with it, so a log never has a gap). Clients that saw the lost
-    /// messages acknowledged will not find them again. For benchmarks and disposable data only.
+    /// visible at once but are not on disk until the next durable commit: redb keeps non-durable
+    /// commits in process memory, so a crash of the process (`kill -9`, OOM kill, abort), not only
+    /// of the machine, reopens the database at its last durable commit and loses up to one
+    /// interval of acknowledged writes. (redb documents that a crash returns to the last durable
+    /// commit or a later non-durable one; with redb 4.6 a killed process loses them, and the
+    /// crash tests check only that the flushed writes survive.) The store stays consistent: a lost
+    /// write takes every later write with it, so a log never has a gap, but clients that saw the
+    /// lost messages acknowledged will not find them again, and their seqs are reused.
+    /// For benchmarks and disposable data only.
     Relaxed,
 }
 
@@ -124,9 +144,8 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Open (or create) the database in `options.path` and start the writer thread.
     pub fn open(options: EmbeddedOptions) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&options.path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", options.path.display()))
-        })?;
+        std::fs::create_dir_all(&options.path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", options.path.display())))?;
         let file = options.path.join(DATABASE_FILE);
         let db = Database::create(&file).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
@@ -153,7 +172,12 @@ impl EmbeddedStore {
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         tracing::info!(path = %file.display(), durability = ?options.durability, "Opened the embedded store.");
-        Ok(Self { db, commands_tx, writer: Mutex::new(Some(handle)), commits })
+        Ok(Self {
+            db,
+            commands_tx,
+            writer: Mutex::new(Some(handle)),
+            commits,
+        })
     }
 
     /// Number of group commits made since open (a cheap counter, for tests and benchmarks).
@@ -250,7 +274,11 @@ impl AccountStore for EmbeddedStore {
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
         let username = username.to_lowercase();
         self.read("user_by_name", move |txn| {
-            let Some(id) = txn.open_table(tables::USERNAMES)?.get(username.as_str())?.map(|v| v.value()) else {
+            let Some(id) = txn
+                .open_table(tables::USERNAMES)?
+                .get(username.as_str())?
+                .map(|v| v.value())
+            else {
                 return Ok(None);
             };
             let bytes = txn.open_table(tables::USERS)?.get(id)?;
@@ -320,8 +348,10 @@ impl ConversationStore for EmbeddedStore {
     }
 
     async fn members(&self, id: ConversationId) -> Result<Vec<Member>, StoreError> {
-        self.read("members", move |txn| tables::members(&txn.open_table(tables::MEMBERS)?, id))
-            .await
+        self.read("members", move |txn| {
+            tables::members(&txn.open_table(tables::MEMBERS)?, id)
+        })
+        .await
     }
 
     async fn conversations_of(&self, user: UserId) -> Result<Vec<ConversationId>, StoreError> {
@@ -332,16 +362,13 @@ impl ConversationStore for EmbeddedStore {
     }
 
     async fn receipts(&self, id: ConversationId) -> Result<Vec<(UserId, Receipt)>, StoreError> {
-        self.read("receipts", move |txn| tables::receipts(&txn.open_table(tables::RECEIPTS)?, id))
-            .await
+        self.read("receipts", move |txn| {
+            tables::receipts(&txn.open_table(tables::RECEIPTS)?, id)
+        })
+        .await
     }
 
-    async fn save_receipt(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        receipt: Receipt,
-    ) -> Result<(), StoreError> {
+    async fn save_receipt(&self, id: ConversationId, user: UserId, receipt: Receipt) -> Result<(), StoreError> {
         self.submit(false, move |t| t.save_receipt(id, user, receipt)).await
     }
 }
@@ -353,8 +380,10 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn last_seq(&self, id: ConversationId) -> Result<Seq, StoreError> {
-        self.read("last_seq", move |txn| tables::last_seq(&txn.open_table(tables::EVENTS)?, id))
-            .await
+        self.read("last_seq", move |txn| {
+            tables::last_seq(&txn.open_table(tables::EVENTS)?, id)
+        })
+        .await
     }
 
     async fn find_client_msg(
@@ -372,13 +401,17 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn event(&self, id: ConversationId, seq: Seq) -> Result<Option<Event>, StoreError> {
-        self.read("event", move |txn| tables::event(&txn.open_table(tables::EVENTS)?, id, seq))
-            .await
+        self.read("event", move |txn| {
+            tables::event(&txn.open_table(tables::EVENTS)?, id, seq)
+        })
+        .await
     }
 
     async fn page(&self, id: ConversationId, request: PageRequest) -> Result<Vec<Event>, StoreError> {
-        self.read("page", move |txn| tables::page(&txn.open_table(tables::EVENTS)?, id, request))
-            .await
+        self.read("page", move |txn| {
+            tables::page(&txn.open_table(tables::EVENTS)?, id, request)
+        })
+        .await
     }
 
     async fn flush(&self) -> Result<(), StoreError> {

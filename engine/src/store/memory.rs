@@ -86,7 +86,9 @@ impl MemoryStore {
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
         if self.unavailable.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("memory store switched off by the test".to_owned()));
+            return Err(StoreError::Unavailable(
+                "memory store switched off by the test".to_owned(),
+            ));
         }
         // A panic while the lock was held can only come from a test assertion elsewhere; the data
         // is still consistent because every call validates before it mutates.
@@ -99,9 +101,12 @@ impl Inner {
         Seq(self.events.get(&id).map_or(0, |log| log.len() as u64))
     }
 
+    fn event(&self, id: ConversationId, seq: Seq) -> Option<&Event> {
+        self.events.get(&id)?.get(log_index(seq)?)
+    }
+
     fn event_mut(&mut self, id: ConversationId, seq: Seq) -> Option<&mut Event> {
-        let index = usize::try_from(seq.0.checked_sub(1)?).ok()?;
-        self.events.get_mut(&id)?.get_mut(index)
+        self.events.get_mut(&id)?.get_mut(log_index(seq)?)
     }
 
     fn put_member(&mut self, id: ConversationId, member: Member) {
@@ -120,12 +125,18 @@ impl Inner {
         let event = &op.event;
         let found = self.last_seq(event.conversation);
         if event.seq.0 == 0 || found.0 != event.seq.0 - 1 {
-            return Err(AppendError::Conflict { expected: Seq(event.seq.0.wrapping_sub(1)), found });
+            return Err(AppendError::Conflict {
+                expected: Seq(event.seq.0.wrapping_sub(1)),
+                found,
+            });
         }
         if let Some(client_msg_id) = event.kind.client_msg_id() {
             let key = (event.conversation, event.sender, client_msg_id.clone());
             if self.client_msgs.contains_key(&key) {
-                return Err(StoreError::AlreadyExists { what: "client message id" }.into());
+                return Err(StoreError::AlreadyExists {
+                    what: "client message id",
+                }
+                .into());
             }
         }
         for effect in &op.effects {
@@ -134,12 +145,8 @@ impl Inner {
                     return Err(StoreError::NotFound { what: "conversation" }.into());
                 }
                 Effect::ReviseMessage { target, .. } | Effect::RecallMessage { target } => {
-                    let log = self.events.get(&event.conversation);
-                    let index = usize::try_from(target.0.wrapping_sub(1)).unwrap_or(usize::MAX);
-                    let is_message = log
-                        .and_then(|log| log.get(index))
-                        .is_some_and(|target| target.kind.is_message());
-                    if !is_message {
+                    let target = self.event(event.conversation, *target);
+                    if !target.is_some_and(|t| t.kind.is_message()) {
                         return Err(StoreError::NotFound { what: "message" }.into());
                     }
                 }
@@ -180,7 +187,8 @@ impl Inner {
             }
         }
         if let Some(client_msg_id) = event.kind.client_msg_id() {
-            self.client_msgs.insert((id, event.sender, client_msg_id.clone()), event.seq);
+            self.client_msgs
+                .insert((id, event.sender, client_msg_id.clone()), event.seq);
         }
         self.events.entry(id).or_default().push(event);
     }
@@ -222,7 +230,10 @@ impl AccountStore for MemoryStore {
 
     async fn update_user(&self, user: &User) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        let stored = inner.users.get_mut(&user.id).ok_or(StoreError::NotFound { what: "user" })?;
+        let stored = inner
+            .users
+            .get_mut(&user.id)
+            .ok_or(StoreError::NotFound { what: "user" })?;
         stored.display_name.clone_from(&user.display_name);
         stored.password_hash.clone_from(&user.password_hash);
         stored.role = user.role;
@@ -319,12 +330,7 @@ impl ConversationStore for MemoryStore {
         Ok(range.map(|(&(_, user), &receipt)| (user, receipt)).collect())
     }
 
-    async fn save_receipt(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        receipt: Receipt,
-    ) -> Result<(), StoreError> {
+    async fn save_receipt(&self, id: ConversationId, user: UserId, receipt: Receipt) -> Result<(), StoreError> {
         self.lock()?.receipts.insert((id, user), receipt);
         Ok(())
     }
@@ -351,12 +357,15 @@ impl MessageStore for MemoryStore {
         sender: UserId,
         client_msg_id: &ClientMsgId,
     ) -> Result<Option<Seq>, StoreError> {
-        Ok(self.lock()?.client_msgs.get(&(id, sender, client_msg_id.clone())).copied())
+        Ok(self
+            .lock()?
+            .client_msgs
+            .get(&(id, sender, client_msg_id.clone()))
+            .copied())
     }
 
     async fn event(&self, id: ConversationId, seq: Seq) -> Result<Option<Event>, StoreError> {
-        let mut inner = self.lock()?;
-        Ok(inner.event_mut(id, seq).map(|e| e.clone()))
+        Ok(self.lock()?.event(id, seq).cloned())
     }
 
     async fn page(&self, id: ConversationId, request: PageRequest) -> Result<Vec<Event>, StoreError> {
@@ -378,6 +387,11 @@ impl MessageStore for MemoryStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.lock().map(drop)
     }
+}
+
+/// Where the event of `seq` sits in a conversation's log (`None` for seq 0).
+fn log_index(seq: Seq) -> Option<usize> {
+    usize::try_from(seq.0.checked_sub(1)?).ok()
 }
 
 /// The unique key of a direct conversation: its two members, lower id first. A degenerate member

@@ -135,9 +135,15 @@ pub(crate) async fn create_user(store: &dyn Store, username: &str) -> User {
 }
 
 pub(crate) async fn create_group(store: &dyn Store, owner: UserId, others: &[UserId]) -> Conversation {
-    let members = std::iter::once(Member { user: owner, role: MemberRole::Owner })
-        .chain(others.iter().map(|&user| Member { user, role: MemberRole::Member }))
-        .collect();
+    let members = std::iter::once(Member {
+        user: owner,
+        role: MemberRole::Owner,
+    })
+    .chain(others.iter().map(|&user| Member {
+        user,
+        role: MemberRole::Member,
+    }))
+    .collect();
     let new = NewConversation {
         kind: ConversationKind::Group,
         name: "group".to_owned(),
@@ -156,11 +162,20 @@ pub(crate) async fn empty_group(store: &dyn Store, owner_name: &str) -> (User, C
 }
 
 pub(crate) fn text(text: &str) -> MessageBody {
-    MessageBody { text: text.to_owned(), ..MessageBody::default() }
+    MessageBody {
+        text: text.to_owned(),
+        ..MessageBody::default()
+    }
 }
 
 pub(crate) fn event(conversation: ConversationId, seq: u64, sender: UserId, kind: EventKind) -> Event {
-    Event { conversation, seq: Seq(seq), sender, at: 1_700_000_000_000 + seq as i64, kind }
+    Event {
+        conversation,
+        seq: Seq(seq),
+        sender,
+        at: 1_700_000_000_000 + seq as i64,
+        kind,
+    }
 }
 
 /// An append of a plain message whose client message id is `m-<seq>`.
@@ -171,7 +186,10 @@ pub(crate) fn message(conversation: ConversationId, seq: u64, sender: UserId) ->
         edited_by: None,
         recalled_by: None,
     };
-    AppendOp { event: event(conversation, seq, sender, kind), effects: Vec::new() }
+    AppendOp {
+        event: event(conversation, seq, sender, kind),
+        effects: Vec::new(),
+    }
 }
 
 /// Append `count` messages after the current last seq, pipelined, and return their events.
@@ -182,10 +200,14 @@ pub(crate) async fn append_messages(
     count: u64,
 ) -> Vec<Event> {
     let last = store.last_seq(conversation).await.expect("last_seq").0;
-    let ops: Vec<AppendOp> = (last + 1..=last + count).map(|seq| message(conversation, seq, sender)).collect();
+    let ops: Vec<AppendOp> = (last + 1..=last + count)
+        .map(|seq| message(conversation, seq, sender))
+        .collect();
     let tickets: Vec<_> = ops.iter().map(|op| store.append(op.clone())).collect();
     for (ticket, op) in tickets.into_iter().zip(&ops) {
-        ticket.await.unwrap_or_else(|e| panic!("append of seq {} failed: {e}", op.event.seq));
+        ticket
+            .await
+            .unwrap_or_else(|e| panic!("append of seq {} failed: {e}", op.event.seq));
     }
     ops.into_iter().map(|op| op.event).collect()
 }

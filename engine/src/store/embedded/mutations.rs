@@ -123,7 +123,12 @@ impl<'txn> WriteTables<'txn> {
         let stored: User = decode(bytes.value(), "a user")?;
         drop(bytes);
         // The id, username and creation time are not mutable.
-        let updated = User { id: stored.id, username: stored.username, created_at: stored.created_at, ..user };
+        let updated = User {
+            id: stored.id,
+            username: stored.username,
+            created_at: stored.created_at,
+            ..user
+        };
         self.users.insert(updated.id.0, encode(&updated)?.as_slice())?;
         Ok(Ok(()))
     }
@@ -157,7 +162,10 @@ impl<'txn> WriteTables<'txn> {
             None => std::ops::Bound::Unbounded,
         };
         let mut hashes = Vec::new();
-        for entry in self.user_sessions.range::<(u64, &[u8])>((std::ops::Bound::Included(lower), upper))? {
+        for entry in self
+            .user_sessions
+            .range::<(u64, &[u8])>((std::ops::Bound::Included(lower), upper))?
+        {
             hashes.push(token_hash(entry?.0.value().1)?);
         }
         for hash in &hashes {
@@ -201,17 +209,20 @@ impl<'txn> WriteTables<'txn> {
         for member in new.members {
             self.put_member(conversation.id, member)?;
         }
-        self.conversations.insert(conversation.id.0, encode(&conversation)?.as_slice())?;
+        self.conversations
+            .insert(conversation.id.0, encode(&conversation)?.as_slice())?;
         Ok(Ok(conversation))
     }
 
     pub(super) fn save_receipt(&mut self, id: ConversationId, user: UserId, receipt: Receipt) -> Step<()> {
-        self.receipts.insert((id.0, user.0), (receipt.delivered.0, receipt.read.0))?;
+        self.receipts
+            .insert((id.0, user.0), (receipt.delivered.0, receipt.read.0))?;
         Ok(Ok(()))
     }
 
     fn put_member(&mut self, id: ConversationId, member: Member) -> Result<(), StoreError> {
-        self.members.insert((id.0, member.user.0), tables::role_to_byte(member.role))?;
+        self.members
+            .insert((id.0, member.user.0), tables::role_to_byte(member.role))?;
         self.user_conversations.insert((member.user.0, id.0), ())?;
         Ok(())
     }
@@ -236,7 +247,10 @@ impl<'txn> WriteTables<'txn> {
                 Effect::Rename(name) => self.rename(id, name)?,
                 Effect::ReviseMessage { target, body } => {
                     self.update_message(id, target, |kind| {
-                        if let EventKind::Message { body: old, edited_by, .. } = kind {
+                        if let EventKind::Message {
+                            body: old, edited_by, ..
+                        } = kind
+                        {
                             *old = body;
                             *edited_by = Some(event.seq);
                         }
@@ -253,7 +267,8 @@ impl<'txn> WriteTables<'txn> {
             }
         }
         if let Some(client_msg_id) = event.kind.client_msg_id() {
-            self.client_msgs.insert((id.0, event.sender.0, client_msg_id.as_str()), event.seq.0)?;
+            self.client_msgs
+                .insert((id.0, event.sender.0, client_msg_id.as_str()), event.seq.0)?;
         }
         self.events.insert((id.0, event.seq.0), encode(&event)?.as_slice())?;
         Ok(Ok(()))
@@ -271,7 +286,10 @@ impl<'txn> WriteTables<'txn> {
         if let Some(client_msg_id) = event.kind.client_msg_id() {
             let key = (event.conversation.0, event.sender.0, client_msg_id.as_str());
             if self.client_msgs.get(key)?.is_some() {
-                return Ok(Err(StoreError::AlreadyExists { what: "client message id" }.into()));
+                return Ok(Err(StoreError::AlreadyExists {
+                    what: "client message id",
+                }
+                .into()));
             }
         }
         for effect in &op.effects {
@@ -296,7 +314,9 @@ impl<'txn> WriteTables<'txn> {
 
     fn rename(&mut self, id: ConversationId, name: String) -> Result<(), StoreError> {
         let Some(bytes) = self.conversations.get(id.0)? else {
-            return Err(StoreError::Corrupt(format!("conversation {id} vanished during an append")));
+            return Err(StoreError::Corrupt(format!(
+                "conversation {id} vanished during an append"
+            )));
         };
         let mut header: Conversation = decode(bytes.value(), "a conversation")?;
         drop(bytes);
@@ -312,7 +332,9 @@ impl<'txn> WriteTables<'txn> {
         change: impl FnOnce(&mut EventKind),
     ) -> Result<(), StoreError> {
         let Some(mut event): Option<Event> = tables::event(&self.events, id, target)? else {
-            return Err(StoreError::Corrupt(format!("message {target} of {id} vanished during an append")));
+            return Err(StoreError::Corrupt(format!(
+                "message {target} of {id} vanished during an append"
+            )));
         };
         change(&mut event.kind);
         self.events.insert((id.0, target.0), encode(&event)?.as_slice())?;

@@ -40,29 +40,23 @@ pub(super) const USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("u
 /// Token hash -> postcard `SessionRecord`.
 pub(super) const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
 /// (user id, token hash): the sessions of a user.
-pub(super) const USER_SESSIONS: TableDefinition<(u64, &[u8]), ()> =
-    TableDefinition::new("user_sessions");
+pub(super) const USER_SESSIONS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("user_sessions");
 /// (expires_at, token hash): sessions by expiry, so a purge reads only what it removes.
-pub(super) const SESSION_EXPIRY: TableDefinition<(i64, &[u8]), ()> =
-    TableDefinition::new("session_expiry");
+pub(super) const SESSION_EXPIRY: TableDefinition<(i64, &[u8]), ()> = TableDefinition::new("session_expiry");
 /// Conversation id -> postcard `Conversation`.
 pub(super) const CONVERSATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("conversations");
 /// (lower user id, higher user id) -> id of their direct conversation.
-pub(super) const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> =
-    TableDefinition::new("direct_pairs");
+pub(super) const DIRECT_PAIRS: TableDefinition<(u64, u64), u64> = TableDefinition::new("direct_pairs");
 /// (conversation, user) -> role, see [`role_to_byte`].
 pub(super) const MEMBERS: TableDefinition<(u64, u64), u8> = TableDefinition::new("members");
 /// (user, conversation): the conversations of a user.
-pub(super) const USER_CONVERSATIONS: TableDefinition<(u64, u64), ()> =
-    TableDefinition::new("user_conversations");
+pub(super) const USER_CONVERSATIONS: TableDefinition<(u64, u64), ()> = TableDefinition::new("user_conversations");
 /// (conversation, seq) -> postcard `Event`.
 pub(super) const EVENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("events");
 /// (conversation, sender, client message id) -> seq.
-pub(super) const CLIENT_MSGS: TableDefinition<(u64, u64, &str), u64> =
-    TableDefinition::new("client_msgs");
+pub(super) const CLIENT_MSGS: TableDefinition<(u64, u64, &str), u64> = TableDefinition::new("client_msgs");
 /// (conversation, user) -> (delivered, read).
-pub(super) const RECEIPTS: TableDefinition<(u64, u64), (u64, u64)> =
-    TableDefinition::new("receipts");
+pub(super) const RECEIPTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("receipts");
 
 impl From<redb::Error> for StoreError {
     fn from(error: redb::Error) -> Self {
@@ -177,7 +171,9 @@ pub(super) fn find_client_msg(
     sender: UserId,
     client_msg_id: &ClientMsgId,
 ) -> Result<Option<Seq>, StoreError> {
-    Ok(client_msgs.get((id.0, sender.0, client_msg_id.as_str()))?.map(|seq| Seq(seq.value())))
+    Ok(client_msgs
+        .get((id.0, sender.0, client_msg_id.as_str()))?
+        .map(|seq| Seq(seq.value())))
 }
 
 pub(super) fn members(
@@ -187,7 +183,10 @@ pub(super) fn members(
     let mut list = Vec::new();
     for entry in members.range(pairs_of(id.0))? {
         let (key, role) = entry?;
-        list.push(Member { user: UserId(key.value().1), role: role_from_byte(role.value())? });
+        list.push(Member {
+            user: UserId(key.value().1),
+            role: role_from_byte(role.value())?,
+        });
     }
     Ok(list)
 }
@@ -211,7 +210,13 @@ pub(super) fn receipts(
     for entry in receipts.range(pairs_of(id.0))? {
         let (key, value) = entry?;
         let (delivered, read) = value.value();
-        list.push((UserId(key.value().1), Receipt { delivered: Seq(delivered), read: Seq(read) }));
+        list.push((
+            UserId(key.value().1),
+            Receipt {
+                delivered: Seq(delivered),
+                read: Seq(read),
+            },
+        ));
     }
     Ok(list)
 }

@@ -50,7 +50,11 @@ where
     F: for<'t> FnOnce(&mut WriteTables<'t>) -> Step<T, E> + Send + 'static,
 {
     let (reply_tx, reply_rx) = oneshot::channel();
-    let job = Pending { mutation: Some(mutation), outcome: None, reply_tx };
+    let job = Pending {
+        mutation: Some(mutation),
+        outcome: None,
+        reply_tx,
+    };
     (Box::new(job), reply_rx)
 }
 
@@ -113,9 +117,14 @@ struct DiskState {
 impl Writer {
     /// Run until [`Command::Shutdown`] or until every sender is gone.
     pub(super) fn run(self) {
-        let mut disk = DiskState { unflushed: false, last_durable: Instant::now() };
+        let mut disk = DiskState {
+            unflushed: false,
+            last_durable: Instant::now(),
+        };
         loop {
-            let Some(first) = self.next_command(&mut disk) else { break };
+            let Some(first) = self.next_command(&mut disk) else {
+                break;
+            };
             let mut jobs = Vec::new();
             let mut durable = self.durability == DurabilityMode::Immediate;
             let mut stop = false;
@@ -195,7 +204,11 @@ impl Writer {
 
     fn apply_and_commit(&self, jobs: &mut [Box<dyn WriteJob>], durable: bool) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         {
             let mut tables = WriteTables::open(&txn)?;
             for job in jobs.iter_mut() {

@@ -36,12 +36,20 @@ pub async fn user_create_and_get(store: Arc<dyn Store>) {
         last_seen: None,
     };
     assert_eq!(alice, expected, "create_user returns the stored user");
-    assert_eq!(store.user(alice.id).await.expect("user"), Some(expected), "user(id) reads it back");
+    assert_eq!(
+        store.user(alice.id).await.expect("user"),
+        Some(expected),
+        "user(id) reads it back"
+    );
 
     let bob = create_user(&*store, "bob").await;
     assert_ne!(bob.id, alice.id, "every user gets its own id");
     let unknown = UserId(alice.id.0.max(bob.id.0) + 1000);
-    assert_eq!(store.user(unknown).await.expect("user"), None, "an unknown id reads as None");
+    assert_eq!(
+        store.user(unknown).await.expect("user"),
+        None,
+        "an unknown id reads as None"
+    );
 }
 
 pub async fn user_by_name_is_case_insensitive(store: Arc<dyn Store>) {
@@ -79,15 +87,26 @@ pub async fn update_user_overwrites_mutable_fields(store: Arc<dyn Store>) {
     store.update_user(&updated).await.expect("update_user");
     assert_eq!(store.user(frank.id).await.expect("user"), Some(updated.clone()));
     let by_name = store.user_by_name("frank").await.expect("user_by_name");
-    assert_eq!(by_name, Some(updated.clone()), "the name index still finds the updated user");
+    assert_eq!(
+        by_name,
+        Some(updated.clone()),
+        "the name index still finds the updated user"
+    );
 
-    let ghost = User { id: UserId(frank.id.0 + 1000), ..updated };
+    let ghost = User {
+        id: UserId(frank.id.0 + 1000),
+        ..updated
+    };
     let missing = store.update_user(&ghost).await;
     assert!(
         matches!(missing, Err(StoreError::NotFound { .. })),
         "updating an unknown id must be NotFound, got {missing:?}"
     );
-    assert_eq!(store.user(ghost.id).await.expect("user"), None, "a refused update creates nothing");
+    assert_eq!(
+        store.user(ghost.id).await.expect("user"),
+        None,
+        "a refused update creates nothing"
+    );
 }
 
 pub async fn list_users_pages_by_id(store: Arc<dyn Store>) {
@@ -96,8 +115,13 @@ pub async fn list_users_pages_by_id(store: Arc<dyn Store>) {
         ids.push(create_user(&*store, name).await.id);
     }
     ids.sort();
-    let all: Vec<UserId> =
-        store.list_users(None, 100).await.expect("list_users").iter().map(|u| u.id).collect();
+    let all: Vec<UserId> = store
+        .list_users(None, 100)
+        .await
+        .expect("list_users")
+        .iter()
+        .map(|u| u.id)
+        .collect();
     assert_eq!(all, ids, "list_users(None) returns every user ordered by id");
 
     let mut paged = Vec::new();
@@ -110,14 +134,20 @@ pub async fn list_users_pages_by_id(store: Arc<dyn Store>) {
         paged.extend(page.iter().map(|u| u.id));
     }
     assert_eq!(paged, ids, "paging with `after` visits every user once, in order");
-    assert!(store.list_users(None, 0).await.expect("list_users").is_empty(), "limit 0");
+    assert!(
+        store.list_users(None, 0).await.expect("list_users").is_empty(),
+        "limit 0"
+    );
 }
 
 pub async fn sessions_insert_get_delete(store: Arc<dyn Store>) {
     let user = create_user(&*store, "gina").await;
     let record = session(1, user.id, 2_000_000_000_000);
     store.insert_session(&record).await.expect("insert_session");
-    assert_eq!(store.session(&record.token_hash).await.expect("session"), Some(record.clone()));
+    assert_eq!(
+        store.session(&record.token_hash).await.expect("session"),
+        Some(record.clone())
+    );
     assert_eq!(store.session(&TokenHash([9; 32])).await.expect("session"), None);
 
     assert!(store.delete_session(&record.token_hash).await.expect("delete_session"));
@@ -131,24 +161,47 @@ pub async fn sessions_insert_get_delete(store: Arc<dyn Store>) {
 pub async fn delete_user_sessions_removes_only_that_user(store: Arc<dyn Store>) {
     let hana = create_user(&*store, "hana").await;
     let ivan = create_user(&*store, "ivan").await;
-    for record in [session(1, hana.id, i64::MAX), session(2, hana.id, i64::MAX), session(3, ivan.id, i64::MAX)] {
+    for record in [
+        session(1, hana.id, i64::MAX),
+        session(2, hana.id, i64::MAX),
+        session(3, ivan.id, i64::MAX),
+    ] {
         store.insert_session(&record).await.expect("insert_session");
     }
-    assert_eq!(store.delete_user_sessions(hana.id).await.expect("delete_user_sessions"), 2);
+    assert_eq!(
+        store.delete_user_sessions(hana.id).await.expect("delete_user_sessions"),
+        2
+    );
     assert_eq!(store.session(&TokenHash([1; 32])).await.expect("session"), None);
     assert_eq!(store.session(&TokenHash([2; 32])).await.expect("session"), None);
-    assert!(store.session(&TokenHash([3; 32])).await.expect("session").is_some(), "other users keep theirs");
-    assert_eq!(store.delete_user_sessions(hana.id).await.expect("delete_user_sessions"), 0);
+    assert!(
+        store.session(&TokenHash([3; 32])).await.expect("session").is_some(),
+        "other users keep theirs"
+    );
+    assert_eq!(
+        store.delete_user_sessions(hana.id).await.expect("delete_user_sessions"),
+        0
+    );
 }
 
 pub async fn purge_expired_sessions_removes_only_expired(store: Arc<dyn Store>) {
     let user = create_user(&*store, "jane").await;
     for (byte, expires_at) in [(1, 100), (2, 200), (3, 300)] {
-        store.insert_session(&session(byte, user.id, expires_at)).await.expect("insert_session");
+        store
+            .insert_session(&session(byte, user.id, expires_at))
+            .await
+            .expect("insert_session");
     }
-    assert_eq!(store.purge_expired_sessions(200).await.expect("purge"), 1, "only expires_at < now");
+    assert_eq!(
+        store.purge_expired_sessions(200).await.expect("purge"),
+        1,
+        "only expires_at < now"
+    );
     assert_eq!(store.session(&TokenHash([1; 32])).await.expect("session"), None);
     assert!(store.session(&TokenHash([2; 32])).await.expect("session").is_some());
     assert_eq!(store.purge_expired_sessions(1_000).await.expect("purge"), 2);
-    assert_eq!(store.delete_user_sessions(user.id).await.expect("delete_user_sessions"), 0);
+    assert_eq!(
+        store.delete_user_sessions(user.id).await.expect("delete_user_sessions"),
+        0
+    );
 }

@@ -1,0 +1,340 @@
+//! Test harness: runs the real `roost` binary on a free loopback port with its own data
+//! directory, and talks to it over real sockets (HTTP with awc, WebSocket with awc).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Child;
+use std::process::Command;
+use std::process::Stdio;
+use std::time::Duration;
+use std::time::Instant;
+
+use actix_codec::Framed;
+use awc::ws;
+use awc::BoxedSocket;
+use futures_util::SinkExt;
+use futures_util::StreamExt;
+use serde_json::json;
+use serde_json::Value;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// One `roost` server process and its data directory.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    extra_config: String,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl Node {
+    /// A node with test-friendly settings plus `extra` TOML appended (e.g. a `[limits]` table).
+    pub fn new(extra: &str) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Node { dir, port: free_port(), extra_config: extra.to_owned(), child: None };
+        node.write_config();
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("roost.toml")
+    }
+
+    fn write_config(&self) {
+        let data = self.dir.path().join("data");
+        let mut sections = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_secs = 2\n{}\n",
+            self.port,
+            section_body(&self.extra_config, "server")
+        );
+        sections.push_str(&format!(
+            "[storage]\ndata_dir = \"{}\"\n{}\n",
+            data.display(),
+            section_body(&self.extra_config, "storage")
+        ));
+        // Cheap password hashing: tests log in often; production defaults are OWASP's.
+        sections.push_str(&format!(
+            "[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\n{}\n",
+            section_body(&self.extra_config, "auth")
+        ));
+        for other in ["limits", "engine", "log"] {
+            let body = section_body(&self.extra_config, other);
+            if !body.is_empty() {
+                sections.push_str(&format!("[{other}]\n{body}\n"));
+            }
+        }
+        std::fs::write(self.config_path(), sections).expect("write config");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
+
+    fn roost(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roost"));
+        cmd.env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// Create a user with the offline CLI (the server must be stopped).
+    pub fn add_user_offline(&self, username: &str, admin: bool) -> u64 {
+        let mut cmd = self.roost();
+        cmd.args(["user", "add", "--config"]).arg(self.config_path()).args(["--username", username, "--password-stdin"]);
+        if admin {
+            cmd.arg("--admin");
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn roost user add");
+        child.stdin.take().expect("stdin").write_all(format!("{PASSWORD}\n").as_bytes()).expect("write password");
+        let out = child.wait_with_output().expect("roost user add");
+        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).last().and_then(|s| s.parse().ok()).expect("user id printed")
+    }
+
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
+        let child = self
+            .roost()
+            .args(["serve", "--config"])
+            .arg(self.config_path())
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn roost serve");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = awc::Client::new();
+        loop {
+            if let Ok(resp) = client.get(self.url("/readyz")).send().await {
+                if resp.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("roost exited during start ({status}): {}", self.log());
+                }
+            }
+            assert!(Instant::now() < deadline, "roost not ready in 30 s: {}", self.log());
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The lines of `[name]` in a small TOML snippet (tests pass flat sections only).
+fn section_body(toml: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in toml.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            inside = trimmed == format!("[{name}]");
+            continue;
+        }
+        if inside && !trimmed.is_empty() {
+            out.push_str(trimmed);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// REST helper: method + path + optional bearer + optional JSON body -> (status, JSON).
+pub async fn http(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = client.request(method, node.url(path));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let mut resp = match body {
+        Some(body) => req.send_json(&body).await,
+        None => req.send().await,
+    }
+    .expect("http request");
+    let status = resp.status().as_u16();
+    let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
+    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+    (status, json)
+}
+
+pub async fn login(node: &Node, username: &str) -> String {
+    let (status, body) = http(node, "POST", "/v1/auth/login", None, Some(json!({"username": username, "password": PASSWORD, "device": "test"}))).await;
+    assert_eq!(status, 200, "login {username}: {body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+/// Create a user through the admin API; returns its id.
+pub async fn create_user(node: &Node, admin_token: &str, username: &str) -> u64 {
+    let body = json!({"username": username, "password": PASSWORD});
+    let (status, body) = http(node, "POST", "/v1/admin/users", Some(admin_token), Some(body)).await;
+    assert!(status == 200 || status == 201, "create {username}: {status} {body}");
+    body["id"].as_u64().expect("user id")
+}
+
+/// A WebSocket client that answers pings and parses JSON text frames.
+pub struct WsClient {
+    framed: Framed<BoxedSocket, ws::Codec>,
+    pub welcome: Value,
+}
+
+/// How a connection ended, when it did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Code(u16),
+    Eof,
+}
+
+impl WsClient {
+    pub async fn connect(node: &Node, token: &str) -> WsClient {
+        Self::try_connect(node, token).await.expect("WebSocket connect")
+    }
+
+    pub async fn try_connect(node: &Node, token: &str) -> Result<WsClient, u16> {
+        let result = awc::Client::new().ws(node.ws_url()).bearer_auth(token).max_frame_size(1 << 20).connect().await;
+        let (_, framed) = match result {
+            Ok(ok) => ok,
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => return Err(status.as_u16()),
+            Err(e) => panic!("ws connect: {e}"),
+        };
+        let mut client = WsClient { framed, welcome: Value::Null };
+        let welcome = client.next_json().await.expect("welcome frame");
+        assert_eq!(welcome["type"], "welcome", "first frame is welcome: {welcome}");
+        client.welcome = welcome;
+        Ok(client)
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.framed.send(ws::Message::Text(frame.to_string().into())).await.expect("ws send");
+    }
+
+    pub async fn send_raw(&mut self, message: ws::Message) {
+        self.framed.send(message).await.expect("ws send raw");
+    }
+
+    /// Next JSON frame within 10 s; `Err` with how the connection closed.
+    pub async fn next_json(&mut self) -> Result<Value, Closed> {
+        self.next_json_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn next_json_within(&mut self, wait: Duration) -> Result<Value, Closed> {
+        loop {
+            let frame = match actix_rt::time::timeout(wait, self.framed.next()).await {
+                Err(_) => panic!("no frame within {wait:?}"),
+                Ok(None) => return Err(Closed::Eof),
+                Ok(Some(Err(e))) => panic!("ws protocol error: {e}"),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame {
+                ws::Frame::Text(bytes) => return Ok(serde_json::from_slice(&bytes).expect("server frames are JSON")),
+                ws::Frame::Ping(payload) => {
+                    let _ = self.framed.send(ws::Message::Pong(payload)).await;
+                }
+                ws::Frame::Close(reason) => return Err(reason.map_or(Closed::Eof, |r| Closed::Code(u16::from(r.code)))),
+                _ => {}
+            }
+        }
+    }
+
+    /// Next frame of the given type, skipping others (presence, typing, receipts...).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.next_json().await.unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {kind}"));
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// The ack (or error) for request `reference`, skipping everything else.
+    pub async fn reply_to(&mut self, reference: &str) -> Value {
+        loop {
+            let frame = self.next_json().await.unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {reference}"));
+            if frame["ref"] == reference {
+                return frame;
+            }
+        }
+    }
+
+    /// Send a message and wait for its ack; returns the seq.
+    pub async fn send_message(&mut self, conversation: u64, client_msg_id: &str, text: &str) -> u64 {
+        self.send(json!({"type": "send", "ref": client_msg_id, "conversation": conversation, "client_msg_id": client_msg_id, "body": {"text": text}})).await;
+        let reply = self.reply_to(client_msg_id).await;
+        assert_eq!(reply["type"], "ack", "send {client_msg_id}: {reply}");
+        reply["seq"].as_u64().expect("seq")
+    }
+
+    /// Wait until the connection is closed; returns how.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.next_json_within(Duration::from_secs(10)).await {
+                Ok(_) => continue,
+                Err(closed) => return closed,
+            }
+        }
+    }
+
+    pub async fn ping_pong(&mut self) {
+        self.send(json!({"type": "ping", "ref": "alive?"})).await;
+        let pong = self.reply_to("alive?").await;
+        assert_eq!(pong["type"], "pong");
+    }
+}
+
+/// Events with `seq` of one conversation in the order received, from a list of frames.
+pub fn seqs_of(frames: &[Value], conversation: u64) -> Vec<u64> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "event" && f["conversation"] == conversation)
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect()
+}
