@@ -53,7 +53,8 @@ pub struct ServerConfig {
     /// Address of the public listener (REST + WebSocket).
     pub listen: SocketAddr,
     /// Optional internal listener for /healthz, /readyz and /metrics (and, later, cluster
-    /// traffic). When unset, they are served on the public listener.
+    /// traffic). When unset, they are served on the public listener. Plain HTTP: bind it
+    /// to a loopback or private address.
     pub internal_listen: Option<SocketAddr>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
@@ -63,6 +64,7 @@ pub struct ServerConfig {
     /// Requests without an Origin header (native clients) are always allowed.
     pub allowed_origins: Vec<String>,
     /// Serve HTTPS/WSS with this certificate chain and key (PEM files). Both or neither.
+    /// `roost cert dev` makes a self-signed pair for development.
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
@@ -104,7 +106,8 @@ pub enum StorageBackend {
 pub struct StorageConfig {
     /// Where messages and accounts are stored. `embedded`: a single file in `data_dir`.
     pub backend: StorageBackend,
-    /// Directory of the embedded store (created if missing).
+    /// Directory of the embedded store (created if missing). Back up its roost.redb file
+    /// while the node is stopped.
     pub data_dir: PathBuf,
     /// `immediate`: every acknowledged write is fsync'd (group commit batches them).
     /// `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; a crash
@@ -190,9 +193,11 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest WebSocket frame accepted, in bytes (larger: close 1009).
+    /// Largest WebSocket frame accepted, in bytes (larger: close 1009). At least
+    /// engine.max_body_bytes + 4096.
     pub max_frame_bytes: usize,
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body, in bytes. Below engine.max_body_bytes + 4096, the largest
+    /// messages can only be sent over the WebSocket.
     pub max_request_body_bytes: usize,
     /// Frames per second a connection may send (token bucket; burst = 2x).
     pub frames_per_sec: u32,
@@ -200,7 +205,7 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Typing indicators forwarded per connection per conversation, at most one per this many ms.
     pub typing_interval_ms: u64,
-    /// Default and largest number of events per conversation in one sync answer.
+    /// Default and largest number of events per conversation in one sync answer (at most 200).
     pub sync_page: usize,
 }
 
@@ -270,15 +275,9 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {} is not valid TOML:\n{source}", path.display())]
-    Syntax {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    Syntax { path: PathBuf, source: toml::de::Error },
     /// An environment variable or flag whose name does not spell a key.
     #[error("{origin} does not name a configuration key (expected {ENV_PREFIX}<SECTION>__<KEY>, e.g. ROOST__SERVER__LISTEN)")]
     BadName { origin: Origin },
@@ -301,9 +300,7 @@ impl ConfigError {
     /// The dotted key the error is about, if it is about one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::UnknownKey { key, .. } | ConfigError::InvalidValue { key, .. } => {
-                Some(key)
-            }
+            ConfigError::UnknownKey { key, .. } | ConfigError::InvalidValue { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -381,8 +378,7 @@ impl NodeConfig {
                 continue;
             }
             let origin = Origin::Flag(key.clone());
-            let path =
-                split_key(key, ".").ok_or_else(|| ConfigError::BadName { origin: origin.clone() })?;
+            let path = split_key(key, ".").ok_or_else(|| ConfigError::BadName { origin: origin.clone() })?;
             layers.set(&path, value, origin);
         }
 
@@ -392,15 +388,10 @@ impl NodeConfig {
 
 /// Lowercased, non-empty key segments, or `None` if the name does not spell a key.
 fn split_key(name: &str, separator: &str) -> Option<Vec<String>> {
-    let segments: Vec<String> = name
-        .split(separator)
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let valid = segments.iter().all(|s| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    });
+    let segments: Vec<String> = name.split(separator).map(str::to_ascii_lowercase).collect();
+    let valid = segments
+        .iter()
+        .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
     valid.then_some(segments)
 }
 
@@ -464,11 +455,7 @@ impl Layers {
                         .split_once("`, ")
                         .map_or_else(|| message.clone(), |(_, e)| e.to_owned()),
                 },
-                None => ConfigError::InvalidValue {
-                    key,
-                    origin,
-                    message,
-                },
+                None => ConfigError::InvalidValue { key, origin, message },
             }
         })
     }
@@ -593,10 +580,7 @@ impl NodeConfig {
         self.auth.problems(&mut problems);
         self.limits_problems(&mut problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problems.push(format!(
-                "log.level `{}` is not a valid filter: {e}",
-                self.log.level
-            ));
+            problems.push(format!("log.level `{}` is not a valid filter: {e}", self.log.level));
         }
         problems.extend(self.engine.problems());
         problems
@@ -610,6 +594,15 @@ impl NodeConfig {
             warnings.push(format!(
                 "auth.argon2_memory_kib = {} is below the OWASP minimum of 19456 KiB",
                 a.argon2_memory_kib
+            ));
+        }
+        let needed = self.engine.max_body_bytes.saturating_add(FRAME_OVERHEAD_BYTES);
+        if self.limits.max_request_body_bytes < needed {
+            warnings.push(format!(
+                "limits.max_request_body_bytes ({}) is below engine.max_body_bytes + \
+                 {FRAME_OVERHEAD_BYTES} = {needed}: the largest messages can be sent over the \
+                 WebSocket but not with POST /v1/conversations/{{id}}/messages",
+                self.limits.max_request_body_bytes
             ));
         }
         if self.storage.durability == DurabilityMode::Relaxed {
@@ -654,14 +647,6 @@ impl NodeConfig {
                  {FRAME_OVERHEAD_BYTES} = {needed}, so that every message the engine accepts fits \
                  in a WebSocket frame",
                 l.max_frame_bytes
-            ));
-        }
-        if l.max_request_body_bytes < needed {
-            problems.push(format!(
-                "limits.max_request_body_bytes ({}) must be at least engine.max_body_bytes + \
-                 {FRAME_OVERHEAD_BYTES} = {needed}, so that every message the engine accepts fits \
-                 in a request",
-                l.max_request_body_bytes
             ));
         }
     }
@@ -726,10 +711,7 @@ impl StorageConfig {
             problems.push("storage.max_batch must be greater than 0".into());
         }
         if self.durability == DurabilityMode::Relaxed && self.relaxed_flush_interval_ms == 0 {
-            problems.push(
-                "storage.relaxed_flush_interval_ms must be greater than 0 in relaxed durability"
-                    .into(),
-            );
+            problems.push("storage.relaxed_flush_interval_ms must be greater than 0 in relaxed durability".into());
         }
     }
 }
@@ -761,8 +743,14 @@ impl AuthConfig {
             ("auth.session_ttl_hours", self.session_ttl_hours),
             ("auth.ws_ticket_ttl_secs", self.ws_ticket_ttl_secs),
             ("auth.max_concurrent_hashes", self.max_concurrent_hashes as u64),
-            ("auth.login_failures_per_window", u64::from(self.login_failures_per_window)),
-            ("auth.login_failures_per_address", u64::from(self.login_failures_per_address)),
+            (
+                "auth.login_failures_per_window",
+                u64::from(self.login_failures_per_window),
+            ),
+            (
+                "auth.login_failures_per_address",
+                u64::from(self.login_failures_per_address),
+            ),
             ("auth.login_window_secs", self.login_window_secs),
         ] {
             if value == 0 {
@@ -828,7 +816,10 @@ pub const DOCS: &[SectionDoc] = &[
                 "\"127.0.0.1:9090\"",
             ),
             field("workers", "HTTP worker threads; 0 means one per CPU core."),
-            field("engine_workers", "Conversation actor event loops; 0 means one per CPU core."),
+            field(
+                "engine_workers",
+                "Conversation actor event loops; 0 means one per CPU core.",
+            ),
             field(
                 "allowed_origins",
                 "Browser origins allowed to open WebSockets (exact match, e.g. \"https://chat.example.com\").\n\
@@ -840,7 +831,11 @@ pub const DOCS: &[SectionDoc] = &[
                  `roost cert dev` makes a self-signed pair for development.",
                 "\"/etc/roost/tls/cert.pem\"",
             ),
-            optional("tls_key", "The private key (PEM) of `tls_cert`.", "\"/etc/roost/tls/key.pem\""),
+            optional(
+                "tls_key",
+                "The private key (PEM) of `tls_cert`.",
+                "\"/etc/roost/tls/key.pem\"",
+            ),
             field("heartbeat_secs", "Seconds between server pings on a WebSocket."),
             field(
                 "client_timeout_secs",
@@ -872,16 +867,25 @@ pub const DOCS: &[SectionDoc] = &[
                  survives a process crash but not a power loss.",
             ),
             field("max_batch", "Most writes in one group commit."),
-            field("relaxed_flush_interval_ms", "Relaxed mode only: longest time between fsyncs."),
+            field(
+                "relaxed_flush_interval_ms",
+                "Relaxed mode only: longest time between fsyncs.",
+            ),
         ],
     },
     SectionDoc {
         name: "auth",
         doc: "Accounts, sessions, password hashing and login throttling.",
         fields: &[
-            field("registration_open", "Let anyone create an account with POST /v1/auth/register."),
+            field(
+                "registration_open",
+                "Let anyone create an account with POST /v1/auth/register.",
+            ),
             field("session_ttl_hours", "Lifetime of a login session token, in hours."),
-            field("ws_ticket_ttl_secs", "Lifetime of a WebSocket ticket (for browsers), in seconds."),
+            field(
+                "ws_ticket_ttl_secs",
+                "Lifetime of a WebSocket ticket (for browsers), in seconds.",
+            ),
             field(
                 "argon2_memory_kib",
                 "Argon2id memory cost in KiB (OWASP minimum 19456; RFC 9106 second choice 65536).",
@@ -902,7 +906,10 @@ pub const DOCS: &[SectionDoc] = &[
                 "login_failures_per_address",
                 "Failed logins allowed per client address per window, across usernames.",
             ),
-            field("login_window_secs", "Length of the failed-login counting window, in seconds."),
+            field(
+                "login_window_secs",
+                "Length of the failed-login counting window, in seconds.",
+            ),
             field("min_password_chars", "Shortest accepted password, in characters."),
         ],
     },
@@ -917,7 +924,8 @@ pub const DOCS: &[SectionDoc] = &[
             ),
             field(
                 "max_request_body_bytes",
-                "Largest HTTP request body, in bytes. At least engine.max_body_bytes + 4096.",
+                "Largest HTTP request body, in bytes. Below engine.max_body_bytes + 4096, the largest\n\
+                 messages can only be sent over the WebSocket.",
             ),
             field(
                 "frames_per_sec",
@@ -1065,8 +1073,7 @@ mod tests {
                     (None, None) => panic!("{}.{} needs a default or an example", section.name, f.key),
                 };
                 let doc = format!("[{}]\n{} = {value}\n", section.name, f.key);
-                toml::from_str::<NodeConfig>(&doc)
-                    .unwrap_or_else(|e| panic!("{}.{}: {e}", section.name, f.key));
+                toml::from_str::<NodeConfig>(&doc).unwrap_or_else(|e| panic!("{}.{}: {e}", section.name, f.key));
             }
         }
     }
@@ -1081,7 +1088,10 @@ mod tests {
         ])
         .expect("loads");
         assert_eq!(config.log.level, "true");
-        assert_eq!(config.server.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            config.server.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
         assert_eq!(config.limits.sync_page, 42);
         assert_eq!(config.server.tls_cert, None, "empty values count as unset");
     }

@@ -30,10 +30,19 @@ impl EventEncoder for JsonEncoder {
     }
 
     fn typing(&self, conversation: ConversationId, user: UserId) -> Bytes {
-        ServerFrame::Typing { conversation: conversation.0, user: user.0 }.to_bytes()
+        ServerFrame::Typing {
+            conversation: conversation.0,
+            user: user.0,
+        }
+        .to_bytes()
     }
 
     fn presence(&self, user: UserId, online: bool, last_seen: Option<UnixMillis>) -> Bytes {
-        ServerFrame::Presence { user: user.0, online, last_seen }.to_bytes()
+        ServerFrame::Presence {
+            user: user.0,
+            online,
+            last_seen,
+        }
+        .to_bytes()
     }
 }

@@ -76,15 +76,26 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_ms: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
     }
 
     pub fn rate_limited(retry_after_ms: u64) -> Self {
-        Self { code: ErrorCode::RateLimited, message: "too many requests".into(), retry_after_ms: Some(retry_after_ms) }
+        Self {
+            code: ErrorCode::RateLimited,
+            message: "too many requests".into(),
+            retry_after_ms: Some(retry_after_ms),
+        }
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(ErrorCode::Unauthorized, "missing, invalid, expired or revoked credentials")
+        Self::new(
+            ErrorCode::Unauthorized,
+            "missing, invalid, expired or revoked credentials",
+        )
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -186,7 +197,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::AlreadyExists { what } => ApiError::new(ErrorCode::Conflict, format!("{what} already exists")),
             StoreError::NotFound { what } => ApiError::not_found(what),
-            StoreError::Unavailable(why) => ApiError::new(ErrorCode::Unavailable, format!("storage unavailable: {why}")),
+            StoreError::Unavailable(why) => {
+                ApiError::new(ErrorCode::Unavailable, format!("storage unavailable: {why}"))
+            }
             StoreError::Corrupt(why) => ApiError::internal(format!("storage corrupt: {why}")),
         }
     }

@@ -1,1 +1,324 @@
-fn main() {}
+//! `roost`: the Roost chat server binary.
+//!
+//! `roost` alone runs the server (`roost serve`). The other subcommands help operators: write a
+//! commented config (`genconfig`), check one (`checkconfig`), create a user while the server is
+//! stopped (`user add`), make a development TLS certificate (`cert dev`).
+
+use std::io::BufRead;
+use std::io::IsTerminal;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use clap::Parser;
+use clap::Subcommand;
+use roost_api::auth;
+use roost_api::auth::NewAccount;
+use roost_api::config::NodeConfig;
+use roost_api::server;
+use roost_api::tls;
+use roost_api::wire::PROTOCOL_VERSION;
+
+/// Roost: a self-hosted chat server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "roost",
+    version,
+    propagate_version = true,
+    after_help = "Without a command, runs `roost serve`.\n\
+                  Configuration: defaults < --config FILE < ROOST__<SECTION>__<KEY> environment \
+                  variables < flags; `roost genconfig` shows every key."
+)]
+struct Cli {
+    /// What to do; without one, `serve`.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ConfigArgs),
+    /// Write a complete, commented configuration file with the defaults.
+    Genconfig {
+        /// Where to write it; `-` or nothing prints it.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Load and validate the configuration; print every problem. Exit code 1 if any.
+    Checkconfig(ConfigArgs),
+    /// Manage users directly in the data directory.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// TLS certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Print the version and the protocol version.
+    Version,
+}
+
+/// Where the configuration comes from: the file, then `ROOST__SECTION__KEY` environment
+/// variables, then these flags.
+#[derive(Debug, Default, Args)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(short, long, value_name = "FILE", env = "ROOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Public listen address (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user in the embedded store and print its id.
+    ///
+    /// Opens the store in storage.data_dir directly, so run it while the server is stopped. On a
+    /// running server, an administrator uses `POST /v1/admin/users` instead.
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Args)]
+struct UserAddArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Login name (unique, case-insensitive).
+    #[arg(long)]
+    username: String,
+    /// Name shown to others; defaults to the username.
+    #[arg(long)]
+    display_name: Option<String>,
+    /// Make the user a server administrator.
+    #[arg(long)]
+    admin: bool,
+    /// Read the password from the first line of standard input (for scripts).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Make a self-signed certificate and key for development (cert.pem, key.pem).
+    Dev {
+        /// Directory to write cert.pem and key.pem to.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out_dir: PathBuf,
+        /// Host names or IP addresses the certificate is valid for (repeatable).
+        #[arg(long = "host", value_name = "NAME", default_values = ["localhost", "127.0.0.1", "::1"])]
+        hosts: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or_else(|| Command::Serve(ConfigArgs::default()));
+    match run(command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("roost: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve(&args),
+        Command::Genconfig { output, force } => genconfig(output.as_deref(), force),
+        Command::Checkconfig(args) => checkconfig(&args),
+        Command::User(UserCommand::Add(args)) => user_add(args),
+        Command::Cert(CertCommand::Dev { out_dir, hosts, force }) => cert_dev(&out_dir, &hosts, force),
+        Command::Version => {
+            println!("roost {} (protocol v{PROTOCOL_VERSION})", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Defaults < file < `ROOST__*` environment < flags.
+fn load(args: &ConfigArgs) -> anyhow::Result<NodeConfig> {
+    let mut overrides = Vec::new();
+    if let Some(listen) = args.listen {
+        overrides.push(("server.listen".to_owned(), listen.to_string()));
+    }
+    if let Some(dir) = &args.data_dir {
+        overrides.push(("storage.data_dir".to_owned(), dir.display().to_string()));
+    }
+    // Variables that are not UTF-8 cannot be configuration values; skip rather than panic.
+    let env =
+        std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+    Ok(NodeConfig::load(args.config.as_deref(), env, &overrides)?)
+}
+
+/// Load and validate, or fail listing every problem.
+fn load_valid(args: &ConfigArgs) -> anyhow::Result<NodeConfig> {
+    let config = load(args)?;
+    let problems = config.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
+    }
+    Ok(config)
+}
+
+fn serve(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = load_valid(args)?;
+    actix_web::rt::System::new().block_on(server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn genconfig(output: Option<&Path>, force: bool) -> anyhow::Result<ExitCode> {
+    let text = NodeConfig::commented_toml();
+    match output {
+        None => print!("{text}"),
+        Some(path) if path == Path::new("-") => print!("{text}"),
+        Some(path) => {
+            if path.exists() && !force {
+                anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
+            }
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("Wrote {}.", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn checkconfig(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = match load(args) {
+        Ok(config) => config,
+        Err(error) => {
+            println!("{error:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
+    let problems = config.validate();
+    if problems.is_empty() {
+        println!("configuration OK");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &problems {
+        println!("problem: {problem}");
+    }
+    println!("{} problem(s) found", problems.len());
+    Ok(ExitCode::FAILURE)
+}
+
+fn user_add(args: UserAddArgs) -> anyhow::Result<ExitCode> {
+    let config = load_valid(&args.config)?;
+    let password = read_password(args.password_stdin)?;
+    let account = NewAccount {
+        username: args.username,
+        display_name: args.display_name,
+        password,
+        admin: args.admin,
+    };
+    let storage = config.storage.clone();
+    let user = actix_web::rt::System::new().block_on(async move {
+        let store = server::open_store(&storage).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\n`roost user add` opens the store directly: stop the server first, or use \
+                 POST /v1/admin/users on the running server"
+            )
+        })?;
+        let user = auth::create_account(store.as_ref(), &config.auth, account)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the user: {}", e.message))?;
+        store.flush().await.context("flushing the store")?;
+        anyhow::Ok(user)
+    })?;
+    println!("{}", user.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The password from the first line of standard input (prompting first on a terminal).
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !from_stdin && stdin.is_terminal() {
+        eprint!("Password (shown as typed; use --password-stdin in scripts): ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        anyhow::bail!("no password given on standard input");
+    }
+    Ok(password)
+}
+
+fn cert_dev(out_dir: &Path, hosts: &[String], force: bool) -> anyhow::Result<ExitCode> {
+    let cert_path = out_dir.join("cert.pem");
+    let key_path = out_dir.join("key.pem");
+    for path in [&cert_path, &key_path] {
+        if path.exists() && !force {
+            anyhow::bail!("{} exists; pass --force to overwrite it", path.display());
+        }
+    }
+    let (cert_pem, key_pem) = tls::make_dev_cert(hosts)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::write(&cert_path, cert_pem).with_context(|| format!("cannot write {}", cert_path.display()))?;
+    write_private(&key_path, key_pem.as_bytes()).with_context(|| format!("cannot write {}", key_path.display()))?;
+    let cert_path = cert_path.canonicalize().unwrap_or(cert_path);
+    let key_path = key_path.canonicalize().unwrap_or(key_path);
+    eprintln!(
+        "Wrote a self-signed development certificate for {} (not for production).",
+        hosts.join(", ")
+    );
+    eprintln!("Use it with these lines in the [server] section:");
+    println!("tls_cert = {}", toml::Value::from(cert_path.display().to_string()));
+    println!("tls_key = {}", toml::Value::from(key_path.display().to_string()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write a file only its owner can read (a private key).
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_subcommand_means_serve() {
+        let cli = Cli::try_parse_from(["roost"]).expect("parses");
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["roost", "serve", "--listen", "0.0.0.0:9000"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Serve(ConfigArgs { listen: Some(_), .. }))
+        ));
+    }
+}

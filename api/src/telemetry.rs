@@ -33,13 +33,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Upper bounds of group-commit sizes (`*_batch_writes`).
-pub const BATCH_BUCKETS: &[f64] = &[
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-];
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 /// Upper bounds of size histograms (`*_bytes`).
-pub const SIZE_BUCKETS: &[f64] = &[
-    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
-];
+pub const SIZE_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0];
 
 /// Install the global tracing subscriber: `RUST_LOG` if set and valid, else `config.level`.
 /// Does nothing if a subscriber is already installed (a second call, or a test harness).
@@ -50,9 +46,7 @@ pub fn init_tracing(config: &LogConfig) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // An error here means a subscriber is already installed; the first one stays.
     let _ = match config.format {
-        LogFormat::Pretty => builder
-            .with_ansi(std::io::stdout().is_terminal())
-            .try_init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stdout().is_terminal()).try_init(),
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
     };
 }
@@ -147,8 +141,7 @@ pub fn ws_open() -> i64 {
 /// never the raw path, so label cardinality stays bounded.
 pub fn http_request(route: &str, status: u16, elapsed: Duration) {
     let route = route.to_owned();
-    counter!("roost_api_http_requests_total", "route" => route.clone(), "status" => status.to_string())
-        .increment(1);
+    counter!("roost_api_http_requests_total", "route" => route.clone(), "status" => status.to_string()).increment(1);
     histogram!("roost_api_http_request_seconds", "route" => route).record(elapsed.as_secs_f64());
 }
 

@@ -123,15 +123,23 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, BadFrame> {
         error: ApiError::new(ErrorCode::MalformedJson, format!("frame is not valid JSON: {e}")),
     })?;
     let reference = value.get("ref").and_then(Value::as_str).map(str::to_owned);
-    let bad = |error: ApiError| BadFrame { reference: reference.clone(), error };
+    let bad = |error: ApiError| BadFrame {
+        reference: reference.clone(),
+        error,
+    };
     if reference.as_ref().is_some_and(|r| r.len() > MAX_REF_LEN) {
-        return Err(bad(ApiError::invalid(format!("ref is longer than {MAX_REF_LEN} bytes"))));
+        return Err(bad(ApiError::invalid(format!(
+            "ref is longer than {MAX_REF_LEN} bytes"
+        ))));
     }
     let Some(kind) = value.get("type").and_then(Value::as_str) else {
         return Err(bad(ApiError::invalid("frame needs a string field `type`")));
     };
     if !CLIENT_FRAME_TYPES.contains(&kind) {
-        return Err(bad(ApiError::new(ErrorCode::UnknownType, format!("unknown frame type `{kind}`"))));
+        return Err(bad(ApiError::new(
+            ErrorCode::UnknownType,
+            format!("unknown frame type `{kind}`"),
+        )));
     }
     serde_json::from_value::<ClientFrame>(value).map_err(|e| bad(ApiError::invalid(e.to_string())))
 }
@@ -173,7 +181,12 @@ impl WireBody {
             attachments: self
                 .attachments
                 .into_iter()
-                .map(|a| Attachment { name: a.name, mime: a.mime, size: a.size, url: a.url })
+                .map(|a| Attachment {
+                    name: a.name,
+                    mime: a.mime,
+                    size: a.size,
+                    url: a.url,
+                })
                 .collect(),
         })
     }
@@ -186,7 +199,12 @@ impl WireBody {
             attachments: body
                 .attachments
                 .iter()
-                .map(|a| WireAttachment { name: a.name.clone(), mime: a.mime.clone(), size: a.size, url: a.url.clone() })
+                .map(|a| WireAttachment {
+                    name: a.name.clone(),
+                    mime: a.mime.clone(),
+                    size: a.size,
+                    url: a.url.clone(),
+                })
                 .collect(),
         }
     }
@@ -277,36 +295,58 @@ pub struct WireMember {
 
 impl From<&Member> for WireMember {
     fn from(m: &Member) -> Self {
-        WireMember { user: m.user.0, role: m.role.into() }
+        WireMember {
+            user: m.user.0,
+            role: m.role.into(),
+        }
     }
 }
 
 impl From<&Event> for WireEvent {
     fn from(event: &Event) -> Self {
         let kind = match &event.kind {
-            EventKind::Message { client_msg_id, body, edited_by, recalled_by } => WireEventKind::Message {
+            EventKind::Message {
+                client_msg_id,
+                body,
+                edited_by,
+                recalled_by,
+            } => WireEventKind::Message {
                 client_msg_id: client_msg_id.to_string(),
                 body: WireBody::from_body(body),
                 edited_by: edited_by.map(|s| s.0),
                 recalled: recalled_by.is_some(),
             },
-            EventKind::Edit { client_msg_id, target, body } => WireEventKind::Edit {
+            EventKind::Edit {
+                client_msg_id,
+                target,
+                body,
+            } => WireEventKind::Edit {
                 client_msg_id: client_msg_id.to_string(),
                 target: target.0,
                 body: WireBody::from_body(body),
             },
-            EventKind::Recall { client_msg_id, target } => {
-                WireEventKind::Recall { client_msg_id: client_msg_id.to_string(), target: target.0 }
-            }
-            EventKind::MembersAdded { members } => {
-                WireEventKind::MembersAdded { members: members.iter().map(WireMember::from).collect() }
-            }
+            EventKind::Recall { client_msg_id, target } => WireEventKind::Recall {
+                client_msg_id: client_msg_id.to_string(),
+                target: target.0,
+            },
+            EventKind::MembersAdded { members } => WireEventKind::MembersAdded {
+                members: members.iter().map(WireMember::from).collect(),
+            },
             EventKind::MemberRemoved { user } => WireEventKind::MemberRemoved { user: user.0 },
             EventKind::MemberLeft { user } => WireEventKind::MemberLeft { user: user.0 },
-            EventKind::RoleChanged { user, role } => WireEventKind::RoleChanged { user: user.0, role: (*role).into() },
+            EventKind::RoleChanged { user, role } => WireEventKind::RoleChanged {
+                user: user.0,
+                role: (*role).into(),
+            },
             EventKind::Renamed { name } => WireEventKind::Renamed { name: name.clone() },
         };
-        WireEvent { conversation: event.conversation.0, seq: event.seq.0, sender: event.sender.0, at: event.at, kind }
+        WireEvent {
+            conversation: event.conversation.0,
+            seq: event.seq.0,
+            sender: event.sender.0,
+            at: event.at,
+            kind,
+        }
     }
 }
 
@@ -383,7 +423,11 @@ impl ServerFrame<'_> {
     }
 
     pub fn error(reference: Option<&str>, error: &ApiError) -> Bytes {
-        ServerFrame::Error { reference, error: error.body() }.to_bytes()
+        ServerFrame::Error {
+            reference,
+            error: error.body(),
+        }
+        .to_bytes()
     }
 
     pub fn event(event: &Event) -> Bytes {
@@ -472,7 +516,11 @@ pub struct WireReceipt {
 
 impl WireReceipt {
     pub fn new(user: UserId, r: Receipt) -> Self {
-        WireReceipt { user: user.0, delivered: r.delivered.0, read: r.read.0 }
+        WireReceipt {
+            user: user.0,
+            delivered: r.delivered.0,
+            read: r.read.0,
+        }
     }
 }
 
@@ -520,7 +568,10 @@ mod tests {
     fn decoding_tells_error_kinds_apart() {
         assert_eq!(code_of("{not json"), ErrorCode::MalformedJson);
         assert_eq!(code_of(r#"{"type":"launch_rockets"}"#), ErrorCode::UnknownType);
-        assert_eq!(code_of(r#"{"type":"send","conversation":"x"}"#), ErrorCode::InvalidField);
+        assert_eq!(
+            code_of(r#"{"type":"send","conversation":"x"}"#),
+            ErrorCode::InvalidField
+        );
         assert_eq!(code_of(r#"{"no_type":1}"#), ErrorCode::InvalidField);
         assert_eq!(code_of(r#"{"type":"ping","extra":1}"#), ErrorCode::InvalidField);
         let bad = decode_client_frame(r#"{"type":"send","ref":"r9","conversation":-1}"#).expect_err("fails");
@@ -533,7 +584,9 @@ mod tests {
             r#"{"type":"send","ref":"a","conversation":3,"client_msg_id":"c1","body":{"text":"hi","mentions":[2]}}"#,
         )
         .expect("valid");
-        let ClientFrame::Send { conversation, body, .. } = frame else { panic!("not a send") };
+        let ClientFrame::Send { conversation, body, .. } = frame else {
+            panic!("not a send")
+        };
         assert_eq!(conversation, 3);
         assert_eq!(body.text, "hi");
         assert_eq!(body.mentions, vec![2]);

@@ -15,10 +15,7 @@ use roost_api::config::Origin;
 const EXAMPLE: &str = include_str!("../../deploy/config/example.toml");
 
 fn write_file(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().expect("temp file");
     file.write_all(text.as_bytes()).expect("write");
     file
 }
@@ -31,10 +28,7 @@ fn env(vars: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
 }
 
 fn flags(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn load_file(text: &str) -> (tempfile::NamedTempFile, Result<NodeConfig, ConfigError>) {
@@ -79,13 +73,21 @@ fn file_then_env_then_flags() {
     )
     .expect("loads");
 
-    assert_eq!(config.server.listen, SocketAddr::from(([127, 0, 0, 1], 3000)), "flag wins");
+    assert_eq!(
+        config.server.listen,
+        SocketAddr::from(([127, 0, 0, 1], 3000)),
+        "flag wins"
+    );
     assert_eq!(config.limits.sync_page, 20, "env beats file");
     assert_eq!(config.storage.data_dir, PathBuf::from("/from/env"));
     assert_eq!(config.server.heartbeat_secs, 5, "file beats defaults");
     assert_eq!(config.log.level, "warn");
     assert_eq!(config.log.format, LogFormat::Json, "an empty env value counts as unset");
-    assert_eq!(config.auth, NodeConfig::default().auth, "untouched sections keep defaults");
+    assert_eq!(
+        config.auth,
+        NodeConfig::default().auth,
+        "untouched sections keep defaults"
+    );
 }
 
 #[test]
@@ -107,8 +109,7 @@ fn unknown_key_in_file_is_named_with_the_file() {
 
 #[test]
 fn unknown_key_in_env_is_named_with_the_variable() {
-    let err = NodeConfig::load(None, env(&[("ROOST__SERVER__LISEN", "x")]), &[])
-        .expect_err("unknown key");
+    let err = NodeConfig::load(None, env(&[("ROOST__SERVER__LISEN", "x")]), &[]).expect_err("unknown key");
     assert_eq!(err.key(), Some("server.lisen"));
     assert_eq!(err.origin(), Some(&Origin::Env("ROOST__SERVER__LISEN".into())));
     let message = err.to_string();
@@ -124,18 +125,15 @@ fn bad_value_types_are_named() {
     assert_eq!(err.key(), Some("limits.sync_page"));
     assert_eq!(err.origin(), Some(&Origin::File(file.path().to_owned())));
 
-    let err = NodeConfig::load(None, env(&[("ROOST__SERVER__HEARTBEAT_SECS", "soon")]), &[])
-        .expect_err("bad type");
+    let err = NodeConfig::load(None, env(&[("ROOST__SERVER__HEARTBEAT_SECS", "soon")]), &[]).expect_err("bad type");
     assert_eq!(err.key(), Some("server.heartbeat_secs"));
     assert!(err.to_string().contains("ROOST__SERVER__HEARTBEAT_SECS"), "{err}");
 
-    let err = NodeConfig::load(None, env(&[]), &flags(&[("server.listen", "nowhere")]))
-        .expect_err("bad address");
+    let err = NodeConfig::load(None, env(&[]), &flags(&[("server.listen", "nowhere")])).expect_err("bad address");
     assert_eq!(err.key(), Some("server.listen"));
     assert_eq!(err.origin(), Some(&Origin::Flag("server.listen".into())));
 
-    let err = NodeConfig::load(None, env(&[("ROOST__STORAGE__DURABILITY", "sometimes")]), &[])
-        .expect_err("bad enum");
+    let err = NodeConfig::load(None, env(&[("ROOST__STORAGE__DURABILITY", "sometimes")]), &[]).expect_err("bad enum");
     assert_eq!(err.key(), Some("storage.durability"));
 }
 
@@ -159,7 +157,10 @@ fn commented_toml_round_trips_to_defaults() {
     // Every set key is preceded by its documentation.
     for line in text.lines().filter(|l| !l.starts_with('#') && l.contains(" = ")) {
         let before = text.split(line).next().expect("found");
-        assert!(before.trim_end().lines().last().is_some_and(|l| l.starts_with("# ")), "{line} is undocumented");
+        assert!(
+            before.trim_end().lines().last().is_some_and(|l| l.starts_with("# ")),
+            "{line} is undocumented"
+        );
     }
 }
 
@@ -219,8 +220,16 @@ fn frame_limit_follows_the_body_limit() {
     let mut config = NodeConfig::default();
     config.engine.max_body_bytes = 1024 * 1024;
     let problems = config.validate();
-    assert!(problems.iter().any(|p| p.contains("limits.max_frame_bytes")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains("limits.max_frame_bytes")),
+        "{problems:#?}"
+    );
     config.limits.max_frame_bytes = 1024 * 1024 + 4096;
-    config.limits.max_request_body_bytes = 1024 * 1024 + 4096;
     assert_eq!(config.validate(), Vec::<String>::new());
+    // A smaller REST body limit only keeps the largest messages off REST: a warning.
+    let warnings = config.warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains("limits.max_request_body_bytes")),
+        "{warnings:#?}"
+    );
 }

@@ -50,26 +50,49 @@ use roost_engine::EngineConfig;
 use tokio::sync::mpsc;
 
 fn open_store(dir: &tempfile::TempDir, durability: DurabilityMode) -> Arc<EmbeddedStore> {
-    let options = EmbeddedOptions { path: dir.path().to_path_buf(), durability, ..EmbeddedOptions::default() };
+    let options = EmbeddedOptions {
+        path: dir.path().to_path_buf(),
+        durability,
+        ..EmbeddedOptions::default()
+    };
     Arc::new(EmbeddedStore::open(options).expect("open store"))
 }
 
 fn message(conversation: ConversationId, seq: u64) -> AppendOp {
-    let body = MessageBody { text: "a typical chat message of about sixty bytes of text.".into(), ..Default::default() };
+    let body = MessageBody {
+        text: "a typical chat message of about sixty bytes of text.".into(),
+        ..Default::default()
+    };
     let kind = EventKind::Message {
         client_msg_id: ClientMsgId::parse(&format!("m{seq}")).expect("id"),
         body,
         edited_by: None,
         recalled_by: None,
     };
-    AppendOp { event: Event { conversation, seq: Seq(seq), sender: UserId(1), at: now_millis(), kind }, effects: Vec::new() }
+    AppendOp {
+        event: Event {
+            conversation,
+            seq: Seq(seq),
+            sender: UserId(1),
+            at: now_millis(),
+            kind,
+        },
+        effects: Vec::new(),
+    }
 }
 
 fn store_append(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let mut group = c.benchmark_group("store_append");
     group.sample_size(20).measurement_time(Duration::from_secs(8));
-    for (name, durability) in [("immediate", DurabilityMode::Immediate), ("relaxed", DurabilityMode::Relaxed)] {
+    for (name, durability) in [
+        ("immediate", DurabilityMode::Immediate),
+        ("relaxed", DurabilityMode::Relaxed),
+    ] {
         for in_flight in [1usize, 64] {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = open_store(&dir, durability);
@@ -127,7 +150,13 @@ fn conversation_send_fanout(c: &mut Criterion) {
                     let dir = tempfile::tempdir().expect("tempdir");
                     let store = open_store(&dir, DurabilityMode::Relaxed);
                     let (conversation, sender) = setup_group(store.clone(), members).await;
-                    let engine = Engine::start(store as Arc<dyn Store>, Arc::new(JsonEncoder), Arc::new(SingleNode), EngineConfig::default(), 1);
+                    let engine = Engine::start(
+                        store as Arc<dyn Store>,
+                        Arc::new(JsonEncoder),
+                        Arc::new(SingleNode),
+                        EngineConfig::default(),
+                        1,
+                    );
                     let mut rx_connect = Vec::new();
                     let (tx, mut delivered) = mpsc::unbounded_channel();
                     for user in 1..=members as u64 {
@@ -135,8 +164,15 @@ fn conversation_send_fanout(c: &mut Criterion) {
                             ctx.set_mailbox_capacity(1 << 20);
                             Counter { tx: tx.clone() }
                         });
-                        let handle = ConnectionHandle { deliver: counter.clone().recipient(), disconnect: counter.recipient() };
-                        rx_connect.push(engine.hub().send(Connect { user: UserId(user), token: TokenHash([0; 32]), handle }));
+                        let handle = ConnectionHandle {
+                            deliver: counter.clone().recipient(),
+                            disconnect: counter.recipient(),
+                        };
+                        rx_connect.push(engine.hub().send(Connect {
+                            user: UserId(user),
+                            token: TokenHash([0; 32]),
+                            handle,
+                        }));
                     }
                     for r in rx_connect {
                         r.await.expect("connect");
@@ -146,7 +182,10 @@ fn conversation_send_fanout(c: &mut Criterion) {
                         let command = Command::Send {
                             sender,
                             client_msg_id: ClientMsgId::parse(&format!("b{i}")).expect("id"),
-                            body: MessageBody { text: "benchmark message".into(), ..Default::default() },
+                            body: MessageBody {
+                                text: "benchmark message".into(),
+                                ..Default::default()
+                            },
                         };
                         engine.accepted(conversation, command).await.expect("ack");
                         for _ in 0..members {
@@ -176,9 +215,18 @@ async fn setup_group(store: Arc<EmbeddedStore>, members: usize) -> (Conversation
         store.create_user(new).await.expect("user");
     }
     let members: Vec<Member> = (1..=members as u64)
-        .map(|u| Member { user: UserId(u), role: if u == 1 { MemberRole::Owner } else { MemberRole::Member } })
+        .map(|u| Member {
+            user: UserId(u),
+            role: if u == 1 { MemberRole::Owner } else { MemberRole::Member },
+        })
         .collect();
-    let new = NewConversation { kind: roost_engine::model::ConversationKind::Group, name: "bench".into(), created_by: UserId(1), created_at: now_millis(), members };
+    let new = NewConversation {
+        kind: roost_engine::model::ConversationKind::Group,
+        name: "bench".into(),
+        created_by: UserId(1),
+        created_at: now_millis(),
+        members,
+    };
     let conversation = store.create_conversation(new).await.expect("group");
     (conversation.id, UserId(1))
 }

@@ -43,9 +43,7 @@ impl ConversationError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ConversationError::Overloaded
-                | ConversationError::Unavailable(_)
-                | ConversationError::NotOwner(_)
+            ConversationError::Overloaded | ConversationError::Unavailable(_) | ConversationError::NotOwner(_)
         )
     }
 }

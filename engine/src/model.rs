@@ -222,12 +222,24 @@ mod tests {
     #[test]
     fn receipts_are_monotonic_and_bounded() {
         let r = Receipt::default().advance(Some(Seq(5)), Some(Seq(3)), Seq(10));
-        assert_eq!(r, Receipt { delivered: Seq(5), read: Seq(3) });
+        assert_eq!(
+            r,
+            Receipt {
+                delivered: Seq(5),
+                read: Seq(3)
+            }
+        );
         // Going backwards changes nothing.
         let r2 = r.advance(Some(Seq(2)), Some(Seq(1)), Seq(10));
         assert_eq!(r2, r);
         // Beyond the top is clamped; read lifts delivered.
         let r3 = r.advance(None, Some(Seq(50)), Seq(10));
-        assert_eq!(r3, Receipt { delivered: Seq(10), read: Seq(10) });
+        assert_eq!(
+            r3,
+            Receipt {
+                delivered: Seq(10),
+                read: Seq(10)
+            }
+        );
     }
 }

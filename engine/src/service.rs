@@ -91,7 +91,12 @@ impl Engine {
         let hub = SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
             SessionHub::new(hub_store, hub_encoder, presence_max)
         });
-        let deps = Arc::new(Deps { store: store.clone(), hub: hub.clone(), encoder, config: config.clone() });
+        let deps = Arc::new(Deps {
+            store: store.clone(),
+            hub: hub.clone(),
+            encoder,
+            config: config.clone(),
+        });
         let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
         let mut arbiters = workers.clone();
         arbiters.push(hub_arbiter);
@@ -99,7 +104,13 @@ impl Engine {
         let registry = ConversationRegistry::start_in_arbiter(&registry_arbiter, move |_| {
             ConversationRegistry::new(deps, placement, workers)
         });
-        Engine { store, registry, hub, config, arbiters: Arc::new(arbiters) }
+        Engine {
+            store,
+            registry,
+            hub,
+            config,
+            arbiters: Arc::new(arbiters),
+        }
     }
 
     /// Stop the engine's event loops (actors on them stop without finishing queued work; call
@@ -133,7 +144,11 @@ impl Engine {
         command: Command,
     ) -> oneshot::Receiver<Result<Reply, ConversationError>> {
         let (reply, rx) = oneshot::channel();
-        self.registry.do_send(Envelope { conversation, command, reply });
+        self.registry.do_send(Envelope {
+            conversation,
+            command,
+            reply,
+        });
         rx
     }
 
@@ -141,14 +156,22 @@ impl Engine {
         outcome(self.submit(conversation, command)).await
     }
 
-    pub async fn accepted(&self, conversation: ConversationId, command: Command) -> Result<Accepted, ConversationError> {
+    pub async fn accepted(
+        &self,
+        conversation: ConversationId,
+        command: Command,
+    ) -> Result<Accepted, ConversationError> {
         match self.call(conversation, command).await? {
             Reply::Accepted(accepted) => Ok(accepted),
             other => Err(unexpected(&other)),
         }
     }
 
-    pub async fn describe(&self, user: UserId, conversation: ConversationId) -> Result<ConversationView, ConversationError> {
+    pub async fn describe(
+        &self,
+        user: UserId,
+        conversation: ConversationId,
+    ) -> Result<ConversationView, ConversationError> {
         match self.call(conversation, Command::Describe { user }).await? {
             Reply::View(view) => Ok(*view),
             other => Err(unexpected(&other)),
@@ -171,13 +194,21 @@ impl Engine {
         }
         let unique: BTreeSet<UserId> = others.iter().copied().filter(|u| *u != creator).collect();
         if unique.len() + 1 > self.config.max_group_members {
-            return Err(ConversationError::GroupFull { limit: self.config.max_group_members });
+            return Err(ConversationError::GroupFull {
+                limit: self.config.max_group_members,
+            });
         }
         for user in &unique {
             self.require_active_user(*user).await?;
         }
-        let mut members = vec![Member { user: creator, role: MemberRole::Owner }];
-        members.extend(unique.into_iter().map(|user| Member { user, role: MemberRole::Member }));
+        let mut members = vec![Member {
+            user: creator,
+            role: MemberRole::Owner,
+        }];
+        members.extend(unique.into_iter().map(|user| Member {
+            user,
+            role: MemberRole::Member,
+        }));
         let new = NewConversation {
             kind: ConversationKind::Group,
             name: name.to_owned(),
@@ -193,7 +224,9 @@ impl Engine {
     /// The direct conversation between two users, created (and announced) on first use.
     pub async fn open_direct(&self, user: UserId, peer: UserId) -> Result<Conversation, ConversationError> {
         if user == peer {
-            return Err(ConversationError::Invalid("a direct conversation needs two different users".into()));
+            return Err(ConversationError::Invalid(
+                "a direct conversation needs two different users".into(),
+            ));
         }
         self.require_active_user(peer).await?;
         let new = NewConversation {
@@ -202,8 +235,14 @@ impl Engine {
             created_by: user,
             created_at: now_millis(),
             members: vec![
-                Member { user, role: MemberRole::Member },
-                Member { user: peer, role: MemberRole::Member },
+                Member {
+                    user,
+                    role: MemberRole::Member,
+                },
+                Member {
+                    user: peer,
+                    role: MemberRole::Member,
+                },
             ],
         };
         let conversation = self.store.create_conversation(new).await?;
@@ -226,7 +265,10 @@ impl Engine {
         request: PageRequest,
     ) -> Result<Vec<Event>, ConversationError> {
         self.call(conversation, Command::Authorize { user }).await?;
-        let request = PageRequest { limit: request.limit.clamp(1, MAX_PAGE), ..request };
+        let request = PageRequest {
+            limit: request.limit.clamp(1, MAX_PAGE),
+            ..request
+        };
         Ok(self.store.page(conversation, request).await?)
     }
 
@@ -240,12 +282,20 @@ impl Engine {
     ) -> Result<SyncPage, ConversationError> {
         self.call(conversation, Command::Authorize { user }).await?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let request = PageRequest { from: after, direction: Direction::Forward, limit: limit + 1 };
+        let request = PageRequest {
+            from: after,
+            direction: Direction::Forward,
+            limit: limit + 1,
+        };
         let mut events = self.store.page(conversation, request).await?;
         let limited = events.len() > limit;
         events.truncate(limit);
         let last_seq = self.store.last_seq(conversation).await?;
-        Ok(SyncPage { events, limited, last_seq })
+        Ok(SyncPage {
+            events,
+            limited,
+            last_seq,
+        })
     }
 
     /// The user's conversations with their last message and unread count, newest activity first.
@@ -257,11 +307,16 @@ impl Engine {
                 summaries.push(summary);
             }
         }
-        summaries.sort_by_key(|s| std::cmp::Reverse(s.last_message.as_ref().map_or(s.conversation.created_at, |e| e.at)));
+        summaries
+            .sort_by_key(|s| std::cmp::Reverse(s.last_message.as_ref().map_or(s.conversation.created_at, |e| e.at)));
         Ok(summaries)
     }
 
-    async fn summary(&self, user: UserId, id: ConversationId) -> Result<Option<ConversationSummary>, ConversationError> {
+    async fn summary(
+        &self,
+        user: UserId,
+        id: ConversationId,
+    ) -> Result<Option<ConversationSummary>, ConversationError> {
         let Some(conversation) = self.store.conversation(id).await? else {
             return Ok(None);
         };
@@ -275,14 +330,22 @@ impl Engine {
             .find(|(u, _)| *u == user)
             .map(|(_, r)| r)
             .unwrap_or_default();
-        let newest = PageRequest { from: Seq(u64::MAX), direction: Direction::Backward, limit: 20 };
+        let newest = PageRequest {
+            from: Seq(u64::MAX),
+            direction: Direction::Backward,
+            limit: 20,
+        };
         let last_message = self
             .store
             .page(id, newest)
             .await?
             .into_iter()
             .find(|e| matches!(&e.kind, EventKind::Message { recalled_by: None, .. }));
-        let after_read = PageRequest { from: receipt.read, direction: Direction::Forward, limit: MAX_PAGE };
+        let after_read = PageRequest {
+            from: receipt.read,
+            direction: Direction::Forward,
+            limit: MAX_PAGE,
+        };
         let unread = if last_seq > receipt.read {
             self.store
                 .page(id, after_read)
@@ -293,13 +356,18 @@ impl Engine {
         } else {
             0
         };
-        Ok(Some(ConversationSummary { conversation, member_count, last_seq, last_message, unread, receipt }))
+        Ok(Some(ConversationSummary {
+            conversation,
+            member_count,
+            last_seq,
+            last_message,
+            unread,
+            receipt,
+        }))
     }
 }
 
-async fn outcome(
-    rx: oneshot::Receiver<Result<Reply, ConversationError>>,
-) -> Result<Reply, ConversationError> {
+async fn outcome(rx: oneshot::Receiver<Result<Reply, ConversationError>>) -> Result<Reply, ConversationError> {
     // A dropped reply channel means the actor stopped with the command unanswered: nothing was
     // acknowledged, so the caller may retry.
     rx.await

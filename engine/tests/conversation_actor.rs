@@ -33,10 +33,10 @@ use roost_engine::model::ServerRole;
 use roost_engine::model::UnixMillis;
 use roost_engine::placement::SingleNode;
 use roost_engine::store::memory::MemoryStore;
-use roost_engine::store::Direction;
-use roost_engine::store::PageRequest;
 use roost_engine::store::AccountStore;
+use roost_engine::store::Direction;
 use roost_engine::store::MessageStore;
+use roost_engine::store::PageRequest;
 use roost_engine::store::Store;
 use roost_engine::ConversationError;
 use roost_engine::Engine;
@@ -96,11 +96,15 @@ impl Fixture {
     }
 
     fn on(store: Arc<MemoryStore>) -> Self {
+        Self::with_config(store, EngineConfig::default())
+    }
+
+    fn with_config(store: Arc<MemoryStore>, config: EngineConfig) -> Self {
         let engine = Engine::start(
             store.clone() as Arc<dyn Store>,
             Arc::new(TestEncoder),
             Arc::new(SingleNode),
-            EngineConfig::default(),
+            config,
             2,
         );
         Fixture { store, engine }
@@ -127,17 +131,38 @@ impl Fixture {
             ctx.set_mailbox_capacity(capacity);
             Probe { tx }
         });
-        let handle = ConnectionHandle { deliver: probe.clone().recipient(), disconnect: probe.recipient() };
-        self.engine.hub().send(Connect { user, token: TokenHash([user.0 as u8; 32]), handle }).await.expect("hub");
+        let handle = ConnectionHandle {
+            deliver: probe.clone().recipient(),
+            disconnect: probe.recipient(),
+        };
+        self.engine
+            .hub()
+            .send(Connect {
+                user,
+                token: TokenHash([user.0 as u8; 32]),
+                handle,
+            })
+            .await
+            .expect("hub");
         rx
     }
 
-    async fn send(&self, conversation: ConversationId, sender: UserId, id: &str, text: &str) -> Result<Accepted, ConversationError> {
+    async fn send(
+        &self,
+        conversation: ConversationId,
+        sender: UserId,
+        id: &str,
+        text: &str,
+    ) -> Result<Accepted, ConversationError> {
         self.engine.accepted(conversation, send_command(sender, id, text)).await
     }
 
     async fn history(&self, conversation: ConversationId) -> Vec<Event> {
-        let all = PageRequest { from: Seq::ZERO, direction: Direction::Forward, limit: 10_000 };
+        let all = PageRequest {
+            from: Seq::ZERO,
+            direction: Direction::Forward,
+            limit: 10_000,
+        };
         self.store.page(conversation, all).await.expect("page")
     }
 }
@@ -146,14 +171,20 @@ fn send_command(sender: UserId, id: &str, text: &str) -> Command {
     Command::Send {
         sender,
         client_msg_id: ClientMsgId::parse(id).expect("valid id"),
-        body: MessageBody { text: text.into(), ..Default::default() },
+        body: MessageBody {
+            text: text.into(),
+            ..Default::default()
+        },
     }
 }
 
 /// Next timeline event (conversation, seq) a probe receives, skipping ephemeral items.
 async fn next_event(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> (u64, u64) {
     loop {
-        let item = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("delivery in time").expect("open");
+        let item = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("delivery in time")
+            .expect("open");
         if let Outbound::Event { conversation, seq, .. } = item {
             return (conversation.0, seq.0);
         }
@@ -170,15 +201,23 @@ fn assert_dense(events: &[Event]) {
 async fn pipelined_sends_are_acked_dense_and_delivered_in_order() {
     let f = Fixture::start();
     let (alice, bob, carol) = (f.user("alice").await, f.user("bob").await, f.user("carol").await);
-    let group = f.engine.create_group(alice, "team", &[bob, carol]).await.expect("group");
+    let group = f
+        .engine
+        .create_group(alice, "team", &[bob, carol])
+        .await
+        .expect("group");
     let mut bob_rx = f.connect(bob).await;
 
     tracing::info!("--- alice pipelines 50 sends without waiting for acks");
-    let receivers: Vec<_> = (0..50).map(|i| f.engine.submit(group.id, send_command(alice, &format!("m{i}"), "hi"))).collect();
+    let receivers: Vec<_> = (0..50)
+        .map(|i| f.engine.submit(group.id, send_command(alice, &format!("m{i}"), "hi")))
+        .collect();
     let mut seqs = Vec::new();
     for rx in receivers {
         let reply = rx.await.expect("answered").expect("accepted");
-        let roost_engine::conversation::command::Reply::Accepted(a) = reply else { panic!("not an ack") };
+        let roost_engine::conversation::command::Reply::Accepted(a) = reply else {
+            panic!("not an ack")
+        };
         seqs.push(a.seq.0);
     }
     // Seq 1 is the group's announcement; messages follow in submission order.
@@ -198,7 +237,9 @@ async fn a_connection_that_cannot_keep_up_is_disconnected_not_buffered() {
     // Bob's connection runs on this test's event loop, which is busy awaiting sends below,
     // so its mailbox of 2 fills up.
     let mut bob_rx = f.connect_with_capacity(bob, 2).await;
-    let receivers: Vec<_> = (0..40).map(|i| f.engine.submit(direct.id, send_command(alice, &format!("m{i}"), "x"))).collect();
+    let receivers: Vec<_> = (0..40)
+        .map(|i| f.engine.submit(direct.id, send_command(alice, &format!("m{i}"), "x")))
+        .collect();
     for rx in receivers {
         rx.await.expect("answered").expect("accepted");
     }
@@ -206,8 +247,56 @@ async fn a_connection_that_cannot_keep_up_is_disconnected_not_buffered() {
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), bob_rx.recv()).await {
         received += 1;
     }
-    assert!(received < 40, "a full mailbox must not queue everything (got {received})");
-    assert_eq!(f.history(direct.id).await.len(), 41, "everything stays in history for the resync");
+    assert!(
+        received < 40,
+        "a full mailbox must not queue everything (got {received})"
+    );
+    assert_eq!(
+        f.history(direct.id).await.len(),
+        41,
+        "everything stays in history for the resync"
+    );
+}
+
+#[actix_rt::test]
+async fn idle_actors_retire_and_come_back_from_the_store() {
+    let config = EngineConfig {
+        conversation_idle_secs: 1,
+        ..EngineConfig::default()
+    };
+    let f = Fixture::with_config(Arc::new(MemoryStore::new()), config);
+    let (alice, bob) = (f.user("alice").await, f.user("bob").await);
+    let direct = f.engine.open_direct(alice, bob).await.expect("direct");
+    let first = f.send(direct.id, alice, "before", "x").await.expect("send");
+    let count = || {
+        f.engine
+            .registry()
+            .send(roost_engine::conversation::registry::CountActors)
+    };
+    assert_eq!(count().await.expect("count"), 1);
+    let mut retired = false;
+    for _ in 0..100 {
+        if count().await.expect("count") == 0 {
+            retired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(retired, "an idle conversation actor stops");
+    let again = f
+        .send(direct.id, alice, "before", "x")
+        .await
+        .expect("retry after retirement");
+    assert_eq!(
+        (again.seq, again.duplicate),
+        (first.seq, true),
+        "rebuilt actor remembers the id"
+    );
+    let next = f
+        .send(direct.id, alice, "after", "y")
+        .await
+        .expect("send after retirement");
+    assert_eq!(next.seq, first.seq.next());
 }
 
 #[actix_rt::test]
@@ -235,9 +324,16 @@ async fn idempotency_table() {
     tracing::info!("--- same id after the node restarts (fresh actors, same store): same seq");
     f.engine.shutdown();
     let restarted = Fixture::on(store);
-    let after = restarted.send(direct.id, alice, "same", "hello").await.expect("after restart");
+    let after = restarted
+        .send(direct.id, alice, "same", "hello")
+        .await
+        .expect("after restart");
     assert_eq!((after.seq, after.duplicate), (first.seq, true));
-    assert_eq!(restarted.history(direct.id).await.len(), 3, "announcement + two messages, no duplicate");
+    assert_eq!(
+        restarted.history(direct.id).await.len(),
+        3,
+        "announcement + two messages, no duplicate"
+    );
 }
 
 #[actix_rt::test]
@@ -250,7 +346,10 @@ async fn storage_outage_fails_without_ack_and_recovers_without_gaps() {
     tracing::info!("--- the store goes away: sends fail with a retryable error, nothing is acked");
     f.store.set_unavailable(true);
     for i in 0..5 {
-        let error = f.send(group.id, alice, &format!("during{i}"), "lost?").await.expect_err("must fail");
+        let error = f
+            .send(group.id, alice, &format!("during{i}"), "lost?")
+            .await
+            .expect_err("must fail");
         assert!(error.is_retryable(), "outage errors are retryable: {error:?}");
     }
 
@@ -258,7 +357,13 @@ async fn storage_outage_fails_without_ack_and_recovers_without_gaps() {
     f.store.set_unavailable(false);
     let mut seqs = Vec::new();
     for i in 0..5 {
-        seqs.push(f.send(group.id, alice, &format!("during{i}"), "retry").await.expect("retry succeeds").seq.0);
+        seqs.push(
+            f.send(group.id, alice, &format!("during{i}"), "retry")
+                .await
+                .expect("retry succeeds")
+                .seq
+                .0,
+        );
     }
     assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
     let history = f.history(group.id).await;
@@ -272,9 +377,15 @@ async fn membership_and_limits_are_enforced() {
     let (alice, bob, mallory) = (f.user("alice").await, f.user("bob").await, f.user("mallory").await);
     let group = f.engine.create_group(alice, "team", &[bob]).await.expect("group");
 
-    let error = f.send(group.id, mallory, "x", "let me in").await.expect_err("non-member");
+    let error = f
+        .send(group.id, mallory, "x", "let me in")
+        .await
+        .expect_err("non-member");
     assert!(matches!(error, ConversationError::NotMember(_)));
-    let error = f.send(ConversationId(999), alice, "x", "hello?").await.expect_err("unknown");
+    let error = f
+        .send(ConversationId(999), alice, "x", "hello?")
+        .await
+        .expect_err("unknown");
     assert!(matches!(error, ConversationError::NotFound(_)));
     let big = "x".repeat(EngineConfig::default().max_body_bytes + 1);
     let error = f.send(group.id, alice, "big", &big).await.expect_err("too large");
@@ -283,20 +394,37 @@ async fn membership_and_limits_are_enforced() {
     assert!(matches!(error, ConversationError::Invalid(_)));
 
     tracing::info!("--- bob (member) may not add; alice (owner) adds mallory, who may then send");
-    let add = Command::Change { actor: bob, change: GroupChange::AddMembers { users: vec![mallory] } };
-    assert!(matches!(f.engine.call(group.id, add).await, Err(ConversationError::Forbidden(_))));
-    let add = Command::Change { actor: alice, change: GroupChange::AddMembers { users: vec![mallory] } };
+    let add = Command::Change {
+        actor: bob,
+        change: GroupChange::AddMembers { users: vec![mallory] },
+    };
+    assert!(matches!(
+        f.engine.call(group.id, add).await,
+        Err(ConversationError::Forbidden(_))
+    ));
+    let add = Command::Change {
+        actor: alice,
+        change: GroupChange::AddMembers { users: vec![mallory] },
+    };
     f.engine.call(group.id, add).await.expect("owner adds");
     f.send(group.id, mallory, "now", "thanks").await.expect("member now");
 
     tracing::info!("--- removed: mallory can no longer send");
-    let remove = Command::Change { actor: alice, change: GroupChange::RemoveMember { user: mallory } };
+    let remove = Command::Change {
+        actor: alice,
+        change: GroupChange::RemoveMember { user: mallory },
+    };
     f.engine.call(group.id, remove).await.expect("owner removes");
-    let error = f.send(group.id, mallory, "after", "still here?").await.expect_err("removed");
+    let error = f
+        .send(group.id, mallory, "after", "still here?")
+        .await
+        .expect_err("removed");
     assert!(matches!(error, ConversationError::NotMember(_)));
     let kinds: Vec<_> = f.history(group.id).await.into_iter().map(|e| e.kind).collect();
     assert!(kinds.iter().any(|k| matches!(k, EventKind::MembersAdded { .. })));
-    assert!(kinds.iter().any(|k| matches!(k, EventKind::MemberRemoved { user } if *user == mallory)));
+    assert!(kinds
+        .iter()
+        .any(|k| matches!(k, EventKind::MemberRemoved { user } if *user == mallory)));
 }
 
 #[actix_rt::test]
@@ -310,7 +438,10 @@ async fn edits_and_recalls_are_sequenced_events() {
         sender: bob,
         client_msg_id: ClientMsgId::parse("e1").expect("id"),
         target: original.seq,
-        body: MessageBody { text: "hello".into(), ..Default::default() },
+        body: MessageBody {
+            text: "hello".into(),
+            ..Default::default()
+        },
     };
     let edited = f.engine.accepted(group.id, edit.clone()).await.expect("edit");
     assert_eq!(edited.seq, original.seq.next());
@@ -320,16 +451,32 @@ async fn edits_and_recalls_are_sequenced_events() {
         sender: alice,
         client_msg_id: ClientMsgId::parse("e2").expect("id"),
         target: original.seq,
-        body: MessageBody { text: "hacked".into(), ..Default::default() },
+        body: MessageBody {
+            text: "hacked".into(),
+            ..Default::default()
+        },
     };
-    assert!(matches!(f.engine.accepted(group.id, not_author).await, Err(ConversationError::Forbidden(_))));
+    assert!(matches!(
+        f.engine.accepted(group.id, not_author).await,
+        Err(ConversationError::Forbidden(_))
+    ));
 
     tracing::info!("--- the owner recalls bob's message");
-    let recall = Command::Recall { sender: alice, client_msg_id: ClientMsgId::parse("r1").expect("id"), target: original.seq };
+    let recall = Command::Recall {
+        sender: alice,
+        client_msg_id: ClientMsgId::parse("r1").expect("id"),
+        target: original.seq,
+    };
     let recalled = f.engine.accepted(group.id, recall).await.expect("owner recalls");
     let history = f.history(group.id).await;
     assert_dense(&history);
-    let EventKind::Message { body, edited_by, recalled_by, .. } = &history[original.seq.0 as usize - 1].kind else {
+    let EventKind::Message {
+        body,
+        edited_by,
+        recalled_by,
+        ..
+    } = &history[original.seq.0 as usize - 1].kind
+    else {
         panic!("message expected")
     };
     assert_eq!(*edited_by, Some(edited.seq));
@@ -345,15 +492,30 @@ async fn receipts_are_monotonic_and_bounded_by_the_top() {
     for i in 0..3 {
         f.send(direct.id, alice, &format!("m{i}"), "x").await.expect("send");
     }
-    let mark = |read: u64| Command::Receipt { user: bob, delivered: None, read: Some(Seq(read)) };
+    let mark = |read: u64| Command::Receipt {
+        user: bob,
+        delivered: None,
+        read: Some(Seq(read)),
+    };
     let reply = f.engine.call(direct.id, mark(3)).await.expect("read 3");
-    let roost_engine::conversation::command::Reply::Receipt(r) = reply else { panic!("receipt") };
-    assert_eq!(r, Receipt { delivered: Seq(3), read: Seq(3) });
-    let roost_engine::conversation::command::Reply::Receipt(r) = f.engine.call(direct.id, mark(1)).await.expect("back") else {
+    let roost_engine::conversation::command::Reply::Receipt(r) = reply else {
+        panic!("receipt")
+    };
+    assert_eq!(
+        r,
+        Receipt {
+            delivered: Seq(3),
+            read: Seq(3)
+        }
+    );
+    let roost_engine::conversation::command::Reply::Receipt(r) = f.engine.call(direct.id, mark(1)).await.expect("back")
+    else {
         panic!("receipt")
     };
     assert_eq!(r.read, Seq(3), "cursors never go back");
-    let roost_engine::conversation::command::Reply::Receipt(r) = f.engine.call(direct.id, mark(99)).await.expect("beyond") else {
+    let roost_engine::conversation::command::Reply::Receipt(r) =
+        f.engine.call(direct.id, mark(99)).await.expect("beyond")
+    else {
         panic!("receipt")
     };
     assert_eq!(r.read, Seq(4), "cursors never pass the top");

@@ -113,12 +113,7 @@ impl Auth {
     /// `ticket_secret` signs WebSocket tickets; a random one per process is fine on one node.
     /// Invalid argon2 parameters (config validation should have refused them) fall back to the
     /// OWASP defaults with an error log, rather than leaving the node unable to log anyone in.
-    pub fn new(
-        store: Arc<dyn Store>,
-        hub: Addr<SessionHub>,
-        config: AuthConfig,
-        ticket_secret: [u8; 32],
-    ) -> Auth {
+    pub fn new(store: Arc<dyn Store>, hub: Addr<SessionHub>, config: AuthConfig, ticket_secret: [u8; 32]) -> Auth {
         let passwords = Passwords::new(&config).unwrap_or_else(|error| {
             tracing::error!(%error, "Invalid argon2 parameters; using the defaults (m=19456, t=2, p=1).");
             Passwords::with_params(argon2::Params::DEFAULT, config.max_concurrent_hashes)
@@ -156,9 +151,7 @@ impl Auth {
         let attempt = self
             .throttle
             .begin(&name, client, Instant::now())
-            .map_err(|wait| {
-                ApiError::rate_limited(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
-            })?;
+            .map_err(|wait| ApiError::rate_limited(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)))?;
         let user = match normalize_username(&name) {
             Ok(name) => self.store.user_by_name(&name).await?,
             Err(_) => None,
@@ -186,11 +179,7 @@ impl Auth {
         };
         self.store.insert_session(&session).await?;
         tracing::info!(user = %user.id, session = ?session.token_hash, %client, "Login succeeded.");
-        Ok(LoginOutcome {
-            token,
-            session,
-            user,
-        })
+        Ok(LoginOutcome { token, session, user })
     }
 
     /// The live session a bearer token names, with its user.
@@ -199,8 +188,7 @@ impl Auth {
             return Err(ApiError::unauthorized());
         }
         let session = self.store.session(&token::hash_token(token)).await?;
-        self.active(session.ok_or_else(ApiError::unauthorized)?)
-            .await
+        self.active(session.ok_or_else(ApiError::unauthorized)?).await
     }
 
     /// End one session and close that device's WebSockets.
@@ -294,11 +282,7 @@ impl Auth {
 }
 
 /// Create an account directly in `store`, without a running node (`roost user add`).
-pub async fn create_account(
-    store: &dyn Store,
-    config: &AuthConfig,
-    account: NewAccount,
-) -> Result<User, ApiError> {
+pub async fn create_account(store: &dyn Store, config: &AuthConfig, account: NewAccount) -> Result<User, ApiError> {
     let passwords = Passwords::new(config)?;
     create_with(store, config, &passwords, account).await
 }
@@ -325,9 +309,7 @@ async fn create_with(
         created_at: now_millis(),
     };
     let user = store.create_user(new).await.map_err(|error| match error {
-        StoreError::AlreadyExists { .. } => {
-            ApiError::new(ErrorCode::Conflict, "username is already taken")
-        }
+        StoreError::AlreadyExists { .. } => ApiError::new(ErrorCode::Conflict, "username is already taken"),
         other => other.into(),
     })?;
     tracing::info!(user = %user.id, username = %user.username, admin = account.admin, "Account created.");
@@ -337,8 +319,7 @@ async fn create_with(
 /// Lowercase `raw` and check it is 3 to 32 of `[a-z0-9._-]`.
 pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
     let name = raw.to_ascii_lowercase();
-    let allowed =
-        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-');
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-');
     if !USERNAME_CHARS.contains(&name.len()) || !name.bytes().all(allowed) {
         return Err(ApiError::invalid(
             "username must be 3 to 32 characters of a-z, 0-9, '.', '_' and '-'",
@@ -480,19 +461,8 @@ mod tests {
 
     #[test]
     fn username_rules() {
-        assert_eq!(
-            normalize_username("Alice.B-2_x").expect("valid"),
-            "alice.b-2_x"
-        );
-        for bad in [
-            "ab",
-            &"a".repeat(33),
-            "al ice",
-            "alice!",
-            "ålice",
-            "\u{212A}elvin",
-            "",
-        ] {
+        assert_eq!(normalize_username("Alice.B-2_x").expect("valid"), "alice.b-2_x");
+        for bad in ["ab", &"a".repeat(33), "al ice", "alice!", "ålice", "\u{212A}elvin", ""] {
             let error = normalize_username(bad).expect_err(bad);
             assert_eq!(error.code, ErrorCode::InvalidField);
         }
@@ -502,10 +472,7 @@ mod tests {
     #[test]
     fn display_name_and_device_rules() {
         assert_eq!(display_name_or(None, "alice").expect("default"), "alice");
-        assert_eq!(
-            display_name_or(Some("  Alice A. "), "alice").expect("trim"),
-            "Alice A."
-        );
+        assert_eq!(display_name_or(Some("  Alice A. "), "alice").expect("trim"), "Alice A.");
         assert!(display_name_or(Some("  "), "alice").is_err());
         assert!(display_name_or(Some("a\u{7}b"), "alice").is_err());
         assert!(display_name_or(Some(&"é".repeat(64)), "alice").is_ok());
@@ -522,11 +489,7 @@ mod tests {
         assert_eq!(user.display_name, "alice");
         assert_eq!(user.role, ServerRole::User);
         assert!(user.password_hash.starts_with("$argon2id$"));
-        let taken = f
-            .auth
-            .create_user(account("ALICE"))
-            .await
-            .expect_err("taken");
+        let taken = f.auth.create_user(account("ALICE")).await.expect_err("taken");
         assert_eq!(taken.code, ErrorCode::Conflict);
         let weak = NewAccount {
             password: "short".into(),
@@ -564,29 +527,14 @@ mod tests {
             .session(&token::hash_token(&outcome.token))
             .await
             .expect("store");
-        assert_eq!(
-            stored.as_ref(),
-            Some(&outcome.session),
-            "only the hash is the key"
-        );
-        let authed = f
-            .auth
-            .authenticate(&outcome.token)
-            .await
-            .expect("valid token");
+        assert_eq!(stored.as_ref(), Some(&outcome.session), "only the hash is the key");
+        let authed = f.auth.authenticate(&outcome.token).await.expect("valid token");
         assert_eq!(authed.user.id, outcome.user.id);
         let reasons = connect(&f, &authed).await;
         f.auth.logout(&authed.session).await.expect("logout");
         settle(&f).await;
-        assert_eq!(
-            *reasons.lock().expect("lock"),
-            vec![DisconnectReason::Revoked]
-        );
-        let error = f
-            .auth
-            .authenticate(&outcome.token)
-            .await
-            .expect_err("revoked");
+        assert_eq!(*reasons.lock().expect("lock"), vec![DisconnectReason::Revoked]);
+        let error = f.auth.authenticate(&outcome.token).await.expect_err("revoked");
         assert_eq!(error.code, ErrorCode::Unauthorized);
         assert_eq!(
             f.auth.authenticate("garbage!").await.expect_err("bad").code,
@@ -659,32 +607,15 @@ mod tests {
         let reasons = connect(&f, &authed).await;
         let ticket = f.auth.issue_ws_ticket(&authed);
 
-        assert!(
-            f.auth
-                .set_disabled(user.id, true)
-                .await
-                .expect("disabled")
-                .disabled
-        );
+        assert!(f.auth.set_disabled(user.id, true).await.expect("disabled").disabled);
         settle(&f).await;
+        assert_eq!(*reasons.lock().expect("lock"), vec![DisconnectReason::UserDisabled]);
         assert_eq!(
-            *reasons.lock().expect("lock"),
-            vec![DisconnectReason::UserDisabled]
-        );
-        assert_eq!(
-            f.auth
-                .authenticate(&outcome.token)
-                .await
-                .expect_err("gone")
-                .code,
+            f.auth.authenticate(&outcome.token).await.expect_err("gone").code,
             ErrorCode::Unauthorized
         );
         assert_eq!(
-            f.auth
-                .redeem_ws_ticket(&ticket)
-                .await
-                .expect_err("gone")
-                .code,
+            f.auth.redeem_ws_ticket(&ticket).await.expect_err("gone").code,
             ErrorCode::Unauthorized
         );
         let refused = f
@@ -704,23 +635,13 @@ mod tests {
             "disabled is told only after a right password"
         );
 
-        assert!(
-            !f.auth
-                .set_disabled(user.id, false)
-                .await
-                .expect("enabled")
-                .disabled
-        );
+        assert!(!f.auth.set_disabled(user.id, false).await.expect("enabled").disabled);
         f.auth
             .login("alice", "correct horse", String::new(), ip(1))
             .await
             .expect("login again");
         assert_eq!(
-            f.auth
-                .set_disabled(UserId(999), true)
-                .await
-                .expect_err("none")
-                .code,
+            f.auth.set_disabled(UserId(999), true).await.expect_err("none").code,
             ErrorCode::NotFound
         );
     }
@@ -742,10 +663,7 @@ mod tests {
             f.auth.authenticate(&token).await.expect_err("expired").code,
             ErrorCode::Unauthorized
         );
-        assert_eq!(
-            f.store.session(&session.token_hash).await.expect("store"),
-            None
-        );
+        assert_eq!(f.store.session(&session.token_hash).await.expect("store"), None);
     }
 
     #[actix_rt::test]
@@ -759,26 +677,15 @@ mod tests {
             .expect("login");
         let authed = f.auth.authenticate(&outcome.token).await.expect("valid");
         let ticket = f.auth.issue_ws_ticket(&authed);
-        assert_eq!(
-            f.auth.redeem_ws_ticket(&ticket).await.expect("redeems"),
-            authed
-        );
+        assert_eq!(f.auth.redeem_ws_ticket(&ticket).await.expect("redeems"), authed);
         let other = Auth::new(f.store.clone(), f.hub.clone(), config(), [8; 32]);
         assert_eq!(
-            other
-                .redeem_ws_ticket(&ticket)
-                .await
-                .expect_err("foreign")
-                .code,
+            other.redeem_ws_ticket(&ticket).await.expect_err("foreign").code,
             ErrorCode::Unauthorized
         );
         f.auth.logout(&authed.session).await.expect("logout");
         assert_eq!(
-            f.auth
-                .redeem_ws_ticket(&ticket)
-                .await
-                .expect_err("revoked")
-                .code,
+            f.auth.redeem_ws_ticket(&ticket).await.expect_err("revoked").code,
             ErrorCode::Unauthorized
         );
     }

@@ -63,8 +63,7 @@ pub fn check_password_rules(password: &str, config: &AuthConfig) -> Result<(), A
 pub fn hash_password(password: &[u8], params: &Params) -> Result<String, ApiError> {
     let mut salt = [0u8; SALT_BYTES];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt)
-        .map_err(|e| ApiError::internal(format!("cannot encode salt: {e}")))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::internal(format!("cannot encode salt: {e}")))?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password, &salt)
         .map(|hash| hash.to_string())
@@ -73,14 +72,12 @@ pub fn hash_password(password: &[u8], params: &Params) -> Result<String, ApiErro
 
 /// Whether `password` matches the PHC string `phc`. Slow: call from a blocking thread.
 pub fn verify_password(password: &[u8], phc: &str) -> Result<bool, ApiError> {
-    let parsed = PasswordHash::new(phc)
-        .map_err(|e| ApiError::internal(format!("stored password hash is unreadable: {e}")))?;
+    let parsed =
+        PasswordHash::new(phc).map_err(|e| ApiError::internal(format!("stored password hash is unreadable: {e}")))?;
     match Argon2::default().verify_password(password, &parsed) {
         Ok(()) => Ok(true),
         Err(argon2::password_hash::Error::Password) => Ok(false),
-        Err(e) => Err(ApiError::internal(format!(
-            "password verification failed: {e}"
-        ))),
+        Err(e) => Err(ApiError::internal(format!("password verification failed: {e}"))),
     }
 }
 
@@ -108,8 +105,7 @@ impl Passwords {
     pub async fn hash(&self, password: &str) -> Result<String, ApiError> {
         let params = self.params.clone();
         let password = password.to_owned();
-        self.run(move || hash_password(password.as_bytes(), &params))
-            .await
+        self.run(move || hash_password(password.as_bytes(), &params)).await
     }
 
     /// Check `password` against the stored hash. With no hash (unknown user), or an oversized
@@ -119,9 +115,7 @@ impl Passwords {
         let params = self.params.clone();
         let bytes = password.as_bytes();
         let password = bytes[..bytes.len().min(MAX_PASSWORD_BYTES)].to_vec();
-        let phc = phc
-            .filter(|_| bytes.len() <= MAX_PASSWORD_BYTES)
-            .map(str::to_owned);
+        let phc = phc.filter(|_| bytes.len() <= MAX_PASSWORD_BYTES).map(str::to_owned);
         self.run(move || match phc {
             Some(phc) => verify_password(&password, &phc),
             None => hash_password(&password, &params).map(|_| false),
@@ -209,10 +203,7 @@ pub(crate) mod tests {
     async fn async_hash_and_verify_including_unknown_user() {
         let passwords = Passwords::new(&tiny_config()).expect("params");
         let phc = passwords.hash("hunter2hunter2").await.expect("hash");
-        assert!(passwords
-            .verify("hunter2hunter2", Some(&phc))
-            .await
-            .expect("ok"));
+        assert!(passwords.verify("hunter2hunter2", Some(&phc)).await.expect("ok"));
         assert!(!passwords.verify("wrong", Some(&phc)).await.expect("ok"));
         assert!(!passwords.verify("hunter2hunter2", None).await.expect("ok"));
         let huge = "x".repeat(MAX_PASSWORD_BYTES + 1);

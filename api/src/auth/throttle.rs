@@ -72,17 +72,9 @@ impl LoginThrottle {
     }
 
     /// Count an attempt for `username` from `client`, or say how long to wait.
-    pub fn begin(
-        &self,
-        username: &str,
-        client: IpAddr,
-        now: Instant,
-    ) -> Result<Attempt<'_>, Duration> {
+    pub fn begin(&self, username: &str, client: IpAddr, now: Instant) -> Result<Attempt<'_>, Duration> {
         let address = Key::Address(network_of(client));
-        let pair = Key::Pair(
-            username.chars().take(MAX_KEY_NAME_CHARS).collect(),
-            network_of(client),
-        );
+        let pair = Key::Pair(username.chars().take(MAX_KEY_NAME_CHARS).collect(), network_of(client));
         let mut counters = self.lock();
         let waits = [
             self.wait(counters.get(&pair), self.per_pair, now),
@@ -122,10 +114,7 @@ impl LoginThrottle {
         if !counters.contains_key(key) && counters.len() >= self.capacity {
             self.evict(counters, now);
         }
-        let fresh = Window {
-            started: now,
-            count: 0,
-        };
+        let fresh = Window { started: now, count: 0 };
         let window = counters.entry(key.clone()).or_insert(fresh);
         if now.saturating_duration_since(window.started) >= self.window {
             *window = fresh;
@@ -138,10 +127,7 @@ impl LoginThrottle {
         if counters.len() < self.capacity {
             return;
         }
-        let mut by_age: Vec<(Instant, Key)> = counters
-            .iter()
-            .map(|(k, w)| (w.started, k.clone()))
-            .collect();
+        let mut by_age: Vec<(Instant, Key)> = counters.iter().map(|(k, w)| (w.started, k.clone())).collect();
         by_age.sort_unstable_by_key(|(started, _)| *started);
         let excess = counters.len() + 1 - self.capacity;
         let drop = excess.max(self.capacity / 10);
@@ -222,9 +208,7 @@ mod tests {
     }
 
     fn fail(t: &LoginThrottle, name: &str, addr: IpAddr, now: Instant) {
-        t.begin(name, addr, now)
-            .expect("not throttled yet")
-            .failed();
+        t.begin(name, addr, now).expect("not throttled yet").failed();
     }
 
     #[test]
@@ -255,9 +239,7 @@ mod tests {
         t.begin("alice", ip(1), now)
             .expect("other address unaffected")
             .succeeded();
-        t.begin("bob", ip(66), now)
-            .expect("other username unaffected")
-            .failed();
+        t.begin("bob", ip(66), now).expect("other username unaffected").failed();
     }
 
     #[test]
@@ -277,16 +259,12 @@ mod tests {
         let now = Instant::now();
         fail(&t, "alice", ip(1), now);
         fail(&t, "alice", ip(1), now);
-        assert!(t
-            .begin("alice", ip(1), now + Duration::from_secs(59))
-            .is_err());
+        assert!(t.begin("alice", ip(1), now + Duration::from_secs(59)).is_err());
         fail(&t, "alice", ip(1), now + Duration::from_secs(60));
         t.begin("alice", ip(1), now + Duration::from_secs(61))
             .expect("second of new window")
             .failed();
-        assert!(t
-            .begin("alice", ip(1), now + Duration::from_secs(62))
-            .is_err());
+        assert!(t.begin("alice", ip(1), now + Duration::from_secs(62)).is_err());
     }
 
     #[test]
@@ -319,12 +297,7 @@ mod tests {
         let t = LoginThrottle::with_capacity(&config, 50);
         let now = Instant::now();
         for i in 0..=255u8 {
-            fail(
-                &t,
-                "alice",
-                ip(i),
-                now + Duration::from_millis(u64::from(i)),
-            );
+            fail(&t, "alice", ip(i), now + Duration::from_millis(u64::from(i)));
         }
         assert!(t.tracked() <= 50, "tracked {}", t.tracked());
     }

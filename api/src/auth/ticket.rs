@@ -78,12 +78,8 @@ impl TicketKey {
         if ticket.len() != ENCODED_LEN {
             return Err(TicketError::Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(ticket)
-            .map_err(|_| TicketError::Malformed)?;
-        let (payload, mac) = bytes
-            .split_at_checked(PAYLOAD_LEN)
-            .ok_or(TicketError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD.decode(ticket).map_err(|_| TicketError::Malformed)?;
+        let (payload, mac) = bytes.split_at_checked(PAYLOAD_LEN).ok_or(TicketError::Malformed)?;
         let expected = hmac_sha256(&self.0, &[DOMAIN, payload]);
         if !constant_time_eq(&expected, mac) {
             return Err(TicketError::BadSignature);
@@ -188,10 +184,7 @@ mod tests {
         assert_eq!(key.verify(&forged, 0), Err(TicketError::BadSignature));
         // Truncated, garbage, empty.
         assert_eq!(key.verify(&ticket[1..], 0), Err(TicketError::Malformed));
-        assert_eq!(
-            key.verify(&"!".repeat(ENCODED_LEN), 0),
-            Err(TicketError::Malformed)
-        );
+        assert_eq!(key.verify(&"!".repeat(ENCODED_LEN), 0), Err(TicketError::Malformed));
         assert_eq!(key.verify("", 0), Err(TicketError::Malformed));
     }
 

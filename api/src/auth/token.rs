@@ -51,10 +51,7 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert!(plausible_token(&a));
-        assert_eq!(
-            URL_SAFE_NO_PAD.decode(&a).expect("base64").len(),
-            TOKEN_BYTES
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).expect("base64").len(), TOKEN_BYTES);
     }
 
     #[test]

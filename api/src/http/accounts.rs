@@ -95,10 +95,7 @@ pub async fn create_session(
         device,
     } = body.into_inner();
     let device = device.unwrap_or_default();
-    let outcome = state
-        .auth
-        .login(&username, &password, device, client_ip(&req))
-        .await?;
+    let outcome = state.auth.login(&username, &password, device, client_ip(&req)).await?;
     Ok(web::Json(LoginResponse {
         token: outcome.token,
         expires_at: outcome.session.expires_at,
@@ -109,10 +106,7 @@ pub async fn create_session(
 /// # `POST /v1/auth/logout`
 ///
 /// End the calling session; its WebSockets close at once. Answers `204`.
-pub async fn delete_session(
-    state: web::Data<AppState>,
-    Authed(me): Authed,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete_session(state: web::Data<AppState>, Authed(me): Authed) -> Result<HttpResponse, ApiError> {
     state.auth.logout(&me.session).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -125,10 +119,7 @@ pub async fn get_me(Authed(me): Authed) -> web::Json<WireUser> {
 /// # `POST /v1/auth/ws-ticket`
 ///
 /// A short-lived ticket for opening a WebSocket from a browser.
-pub async fn create_ws_ticket(
-    state: web::Data<AppState>,
-    Authed(me): Authed,
-) -> web::Json<WsTicketResponse> {
+pub async fn create_ws_ticket(state: web::Data<AppState>, Authed(me): Authed) -> web::Json<WsTicketResponse> {
     web::Json(WsTicketResponse {
         ticket: state.auth.issue_ws_ticket(&me),
         expires_in_secs: state.auth.ws_ticket_ttl_secs(),

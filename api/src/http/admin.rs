@@ -4,7 +4,6 @@
 use actix_web::web;
 use actix_web::HttpResponse;
 use roost_engine::ids::UserId;
-use roost_engine::store::AccountStore as _;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -77,15 +76,8 @@ pub async fn list_users(
     query: web::Query<ListUsersQuery>,
 ) -> Result<web::Json<ListUsersResponse>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let users = state
-        .engine
-        .store()
-        .list_users(query.after.map(UserId), limit)
-        .await?;
-    let next_after = users
-        .last()
-        .filter(|_| users.len() == limit)
-        .map(|u| u.id.0);
+    let users = state.engine.store().list_users(query.after.map(UserId), limit).await?;
+    let next_after = users.last().filter(|_| users.len() == limit).map(|u| u.id.0);
     Ok(web::Json(ListUsersResponse {
         users: users.iter().map(WireUser::from).collect(),
         next_after,

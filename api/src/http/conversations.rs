@@ -18,7 +18,6 @@ use roost_engine::ids::ClientMsgId;
 use roost_engine::ids::ConversationId;
 use roost_engine::ids::Seq;
 use roost_engine::ids::UserId;
-use roost_engine::store::AccountStore as _;
 use roost_engine::store::Direction;
 use roost_engine::store::PageRequest;
 use serde::Deserialize;
@@ -192,10 +191,7 @@ pub async fn create_group(
     body: web::Json<CreateGroupRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let members: Vec<UserId> = body.members.iter().copied().map(UserId).collect();
-    let conversation = state
-        .engine
-        .create_group(me.user.id, &body.name, &members)
-        .await?;
+    let conversation = state.engine.create_group(me.user.id, &body.name, &members).await?;
     Ok(HttpResponse::Created().json(WireConversation::from(&conversation)))
 }
 
@@ -207,10 +203,7 @@ pub async fn open_direct(
     Authed(me): Authed,
     body: web::Json<OpenDirectRequest>,
 ) -> Result<web::Json<WireConversation>, ApiError> {
-    let conversation = state
-        .engine
-        .open_direct(me.user.id, UserId(body.peer))
-        .await?;
+    let conversation = state.engine.open_direct(me.user.id, UserId(body.peer)).await?;
     Ok(web::Json(WireConversation::from(&conversation)))
 }
 
@@ -222,10 +215,7 @@ pub async fn get_conversation(
     Authed(me): Authed,
     path: web::Path<u64>,
 ) -> Result<web::Json<ConversationResponse>, ApiError> {
-    let view = state
-        .engine
-        .describe(me.user.id, ConversationId(*path))
-        .await?;
+    let view = state.engine.describe(me.user.id, ConversationId(*path)).await?;
     Ok(web::Json(ConversationResponse {
         conversation: WireConversation::from(&view.conversation),
         members: view.members.iter().map(WireMember::from).collect(),
@@ -314,19 +304,11 @@ async fn apply_change(
         actor: me.user.id,
         change,
     };
-    let (seq, at) = match state
-        .engine
-        .call(ConversationId(conversation), command)
-        .await?
-    {
+    let (seq, at) = match state.engine.call(ConversationId(conversation), command).await? {
         Reply::Accepted(a) => (Some(a.seq.0), Some(a.at)),
         _ => (None, None),
     };
-    Ok(web::Json(ChangeResponse {
-        conversation,
-        seq,
-        at,
-    }))
+    Ok(web::Json(ChangeResponse { conversation, seq, at }))
 }
 
 /// # `GET /v1/conversations/{id}/events?before=&after=&limit=`
@@ -357,10 +339,7 @@ pub async fn list_events(
                 direction: Direction::Backward,
                 limit,
             };
-            let events = state
-                .engine
-                .history(me.user.id, conversation, request)
-                .await?;
+            let events = state.engine.history(me.user.id, conversation, request).await?;
             // Seqs are dense from 1, so older events exist exactly when the oldest here is not 1.
             let limited = events.len() == limit && events.last().is_some_and(|e| e.seq > Seq(1));
             (events, limited)
@@ -381,21 +360,14 @@ pub async fn send_message(
     path: web::Path<u64>,
     body: web::Json<SendMessageRequest>,
 ) -> Result<web::Json<AckResponse>, ApiError> {
-    let SendMessageRequest {
-        client_msg_id,
-        body,
-    } = body.into_inner();
-    let client_msg_id =
-        ClientMsgId::parse(&client_msg_id).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let SendMessageRequest { client_msg_id, body } = body.into_inner();
+    let client_msg_id = ClientMsgId::parse(&client_msg_id).map_err(|e| ApiError::invalid(e.to_string()))?;
     let command = Command::Send {
         sender: me.user.id,
         client_msg_id,
         body: body.into_body()?,
     };
-    let accepted = state
-        .engine
-        .accepted(ConversationId(*path), command)
-        .await?;
+    let accepted = state.engine.accepted(ConversationId(*path), command).await?;
     Ok(web::Json(accepted.into()))
 }
 
@@ -468,12 +440,7 @@ pub async fn get_presence(
     for s in states {
         let last_seen = match s.last_seen {
             Some(at) => Some(at),
-            None => state
-                .engine
-                .store()
-                .user(s.user)
-                .await?
-                .and_then(|u| u.last_seen),
+            None => state.engine.store().user(s.user).await?.and_then(|u| u.last_seen),
         };
         answer.push(WirePresence {
             user: s.user.0,
@@ -505,4 +472,21 @@ fn parse_user_list(raw: &str) -> Result<Vec<UserId>, ApiError> {
         return Err(ApiError::invalid("`users` needs at least one user id"));
     }
     Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_lists_are_parsed_deduplicated_and_bounded() {
+        let users = parse_user_list(" 3,1, 3 ,2,").expect("valid");
+        assert_eq!(users, vec![UserId(3), UserId(1), UserId(2)]);
+        assert!(parse_user_list("").is_err());
+        assert!(parse_user_list("1,-2").is_err());
+        let hundred: Vec<String> = (1..=100).map(|i| i.to_string()).collect();
+        assert!(parse_user_list(&hundred.join(",")).is_ok());
+        let too_many: Vec<String> = (1..=101).map(|i| i.to_string()).collect();
+        assert!(parse_user_list(&too_many.join(",")).is_err());
+    }
 }

@@ -57,10 +57,7 @@ impl FromRequest for AdminUser {
         Box::pin(async move {
             let Authed(auth) = authed.await?;
             if auth.user.role != ServerRole::Admin {
-                return Err(ApiError::new(
-                    ErrorCode::Forbidden,
-                    "this needs a server administrator",
-                ));
+                return Err(ApiError::new(ErrorCode::Forbidden, "this needs a server administrator"));
             }
             Ok(AdminUser(auth))
         })
@@ -107,10 +104,7 @@ mod tests {
                 .to_http_request();
             assert_eq!(bearer_token(&req), None, "{value}");
         }
-        assert_eq!(
-            bearer_token(&TestRequest::default().to_http_request()),
-            None
-        );
+        assert_eq!(bearer_token(&TestRequest::default().to_http_request()), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! readiness follows the node's [`Lifecycle`](crate::state::Lifecycle): not ready while starting
 //! and once draining for shutdown, so load balancers stop routing new clients here.
 
-use actix_web::http::header::ContentType;
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web;
 use actix_web::HttpResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -48,11 +48,7 @@ async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
 /// Prometheus text exposition of every `roost_*` metric.
 async fn get_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type(ContentType(
-            "text/plain; version=0.0.4; charset=utf-8"
-                .parse()
-                .expect("a valid media type"),
-        ))
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(handle.render())
 }
 

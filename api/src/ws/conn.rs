@@ -20,8 +20,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use roost_engine::conversation::command::Command;
 use roost_engine::conversation::command::Reply;
-use roost_engine::delivery::hub::ConnectionId;
 use roost_engine::delivery::hub::Connect;
+use roost_engine::delivery::hub::ConnectionId;
 use roost_engine::delivery::hub::Disconnected;
 use roost_engine::delivery::ConnectionHandle;
 use roost_engine::delivery::Deliver;
@@ -104,7 +104,10 @@ impl WsSession {
     }
 
     fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: CloseCode, description: &str) {
-        ctx.close(Some(CloseReason { code, description: Some(description.to_owned()) }));
+        ctx.close(Some(CloseReason {
+            code,
+            description: Some(description.to_owned()),
+        }));
         ctx.stop();
     }
 
@@ -156,11 +159,26 @@ impl WsSession {
     fn dispatch(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) -> Result<(), ApiError> {
         let user = self.authed.user.id;
         match frame {
-            ClientFrame::Send { reference, conversation, client_msg_id, body } => {
-                let command = Command::Send { sender: user, client_msg_id: msg_id(&client_msg_id)?, body: body.into_body()? };
+            ClientFrame::Send {
+                reference,
+                conversation,
+                client_msg_id,
+                body,
+            } => {
+                let command = Command::Send {
+                    sender: user,
+                    client_msg_id: msg_id(&client_msg_id)?,
+                    body: body.into_body()?,
+                };
                 self.submit(ConversationId(conversation), command, reference, ctx);
             }
-            ClientFrame::Edit { reference, conversation, client_msg_id, target, body } => {
+            ClientFrame::Edit {
+                reference,
+                conversation,
+                client_msg_id,
+                target,
+                body,
+            } => {
                 let command = Command::Edit {
                     sender: user,
                     client_msg_id: msg_id(&client_msg_id)?,
@@ -169,28 +187,57 @@ impl WsSession {
                 };
                 self.submit(ConversationId(conversation), command, reference, ctx);
             }
-            ClientFrame::Recall { reference, conversation, client_msg_id, target } => {
-                let command = Command::Recall { sender: user, client_msg_id: msg_id(&client_msg_id)?, target: Seq(target) };
+            ClientFrame::Recall {
+                reference,
+                conversation,
+                client_msg_id,
+                target,
+            } => {
+                let command = Command::Recall {
+                    sender: user,
+                    client_msg_id: msg_id(&client_msg_id)?,
+                    target: Seq(target),
+                };
                 self.submit(ConversationId(conversation), command, reference, ctx);
             }
-            ClientFrame::Receipt { reference, conversation, delivered, read } => {
+            ClientFrame::Receipt {
+                reference,
+                conversation,
+                delivered,
+                read,
+            } => {
                 if delivered.is_none() && read.is_none() {
                     return Err(ApiError::invalid("receipt needs `delivered` or `read`"));
                 }
-                let command = Command::Receipt { user, delivered: delivered.map(Seq), read: read.map(Seq) };
+                let command = Command::Receipt {
+                    user,
+                    delivered: delivered.map(Seq),
+                    read: read.map(Seq),
+                };
                 self.submit(ConversationId(conversation), command, reference, ctx);
             }
-            ClientFrame::Typing { reference, conversation } => {
+            ClientFrame::Typing {
+                reference,
+                conversation,
+            } => {
                 let conversation = ConversationId(conversation);
                 let interval = Duration::from_millis(self.state.config.limits.typing_interval_ms);
                 let now = Instant::now();
-                if self.typing_sent.get(&conversation).is_some_and(|at| now.duration_since(*at) < interval) {
+                if self
+                    .typing_sent
+                    .get(&conversation)
+                    .is_some_and(|at| now.duration_since(*at) < interval)
+                {
                     return Ok(());
                 }
                 self.typing_sent.insert(conversation, now);
                 self.submit_quiet(conversation, Command::Typing { user }, reference, ctx);
             }
-            ClientFrame::Sync { reference, conversations, limit } => {
+            ClientFrame::Sync {
+                reference,
+                conversations,
+                limit,
+            } => {
                 let limit = limit.unwrap_or(self.state.config.limits.sync_page);
                 if limit == 0 || limit > MAX_PAGE {
                     return Err(ApiError::invalid(format!("limit must be 1 to {MAX_PAGE}")));
@@ -202,34 +249,71 @@ impl WsSession {
                 self.start_sync(reference, cursors, limit, ctx);
             }
             ClientFrame::Ping { reference } => {
-                self.send_bytes(ctx, ServerFrame::Pong { reference: reference.as_deref() }.to_bytes());
+                self.send_bytes(
+                    ctx,
+                    ServerFrame::Pong {
+                        reference: reference.as_deref(),
+                    }
+                    .to_bytes(),
+                );
             }
         }
         Ok(())
     }
 
     /// Submit now (so order is kept) and answer with an ack, ok or error when it completes.
-    fn submit(&mut self, conversation: ConversationId, command: Command, reference: Option<String>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn submit(
+        &mut self,
+        conversation: ConversationId,
+        command: Command,
+        reference: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let rx = self.state.engine.submit(conversation, command);
-        let outcome = async move { rx.await.unwrap_or_else(|_| Err(ConversationError::Unavailable("conversation restarted, retry".into()))) };
-        ctx.spawn(outcome.into_actor(self).map(move |result, session, ctx| match result {
-            Ok(Reply::Accepted(accepted)) => session.send_bytes(ctx, ServerFrame::ack(reference.as_deref(), &accepted)),
-            Ok(_) => session.send_bytes(ctx, ServerFrame::Ok { reference: reference.as_deref() }.to_bytes()),
-            Err(error) => session.send_error(ctx, reference.as_deref(), &error.into()),
+        let outcome = async move {
+            rx.await
+                .unwrap_or_else(|_| Err(ConversationError::Unavailable("conversation restarted, retry".into())))
+        };
+        ctx.spawn(outcome.into_actor(self).map(move |result, session, ctx| {
+            match result {
+                Ok(Reply::Accepted(accepted)) => {
+                    session.send_bytes(ctx, ServerFrame::ack(reference.as_deref(), &accepted))
+                }
+                Ok(_) => session.send_bytes(
+                    ctx,
+                    ServerFrame::Ok {
+                        reference: reference.as_deref(),
+                    }
+                    .to_bytes(),
+                ),
+                Err(error) => session.send_error(ctx, reference.as_deref(), &error.into()),
+            }
         }));
     }
 
     /// Submit and report only errors (typing indicators have no answer).
-    fn submit_quiet(&mut self, conversation: ConversationId, command: Command, reference: Option<String>, ctx: &mut ws::WebsocketContext<Self>) {
+    fn submit_quiet(
+        &mut self,
+        conversation: ConversationId,
+        command: Command,
+        reference: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let rx = self.state.engine.submit(conversation, command);
-        ctx.spawn(async move { rx.await }.into_actor(self).map(move |result, session, ctx| {
+        ctx.spawn(rx.into_actor(self).map(move |result, session, ctx| {
             if let Ok(Err(error)) = result {
                 session.send_error(ctx, reference.as_deref(), &error.into());
             }
         }));
     }
 
-    fn start_sync(&mut self, reference: Option<String>, cursors: HashMap<ConversationId, Seq>, limit: usize, ctx: &mut ws::WebsocketContext<Self>) {
+    fn start_sync(
+        &mut self,
+        reference: Option<String>,
+        cursors: HashMap<ConversationId, Seq>,
+        limit: usize,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let store = self.state.engine.store().clone();
         let user = self.authed.user.id;
         let lookup = async move { store.conversations_of(user).await };
@@ -243,7 +327,14 @@ impl WsSession {
             };
             let id = session.next_sync;
             session.next_sync += 1;
-            session.syncs.insert(id, SyncRun { reference, remaining: conversations.len(), done: Vec::new() });
+            session.syncs.insert(
+                id,
+                SyncRun {
+                    reference,
+                    remaining: conversations.len(),
+                    done: Vec::new(),
+                },
+            );
             for conversation in &conversations {
                 let has = cursors.get(conversation).copied().unwrap_or(Seq::ZERO);
                 session.waiting.entry(*conversation).or_default().push(id);
@@ -257,13 +348,20 @@ impl WsSession {
 
     fn read(&mut self, conversation: ConversationId, after: Seq, limit: usize, ctx: &mut ws::WebsocketContext<Self>) {
         let store = self.state.engine.store().clone();
-        let request = PageRequest { from: after, direction: Direction::Forward, limit };
+        let request = PageRequest {
+            from: after,
+            direction: Direction::Forward,
+            limit,
+        };
         let read = async move {
             let events = store.page(conversation, request).await?;
             let last = store.last_seq(conversation).await?;
             Ok::<_, StoreError>((events, last))
         };
-        ctx.spawn(read.into_actor(self).map(move |result, session, ctx| session.page_arrived(conversation, limit, result, ctx)));
+        ctx.spawn(
+            read.into_actor(self)
+                .map(move |result, session, ctx| session.page_arrived(conversation, limit, result, ctx)),
+        );
     }
 
     fn page_arrived(
@@ -278,7 +376,16 @@ impl WsSession {
             Err(error) => {
                 let sent = self.order.on_read_failed(conversation);
                 self.send_error(ctx, None, &error.into());
-                self.complete_waiting(conversation, SyncedConversation { conversation: conversation.0, last_seq: sent.0, synced_to: sent.0, limited: true }, ctx);
+                self.complete_waiting(
+                    conversation,
+                    SyncedConversation {
+                        conversation: conversation.0,
+                        last_seq: sent.0,
+                        synced_to: sent.0,
+                        limited: true,
+                    },
+                    ctx,
+                );
                 return;
             }
         };
@@ -302,7 +409,12 @@ impl WsSession {
         }
     }
 
-    fn complete_waiting(&mut self, conversation: ConversationId, synced: SyncedConversation, ctx: &mut ws::WebsocketContext<Self>) {
+    fn complete_waiting(
+        &mut self,
+        conversation: ConversationId,
+        synced: SyncedConversation,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         for id in self.waiting.remove(&conversation).unwrap_or_default() {
             if let Some(run) = self.syncs.get_mut(&id) {
                 run.remaining = run.remaining.saturating_sub(1);
@@ -316,7 +428,10 @@ impl WsSession {
         if self.syncs.get(&id).is_some_and(|run| run.remaining == 0) {
             if let Some(mut run) = self.syncs.remove(&id) {
                 run.done.sort_by_key(|s| s.conversation);
-                let frame = ServerFrame::Synced { reference: run.reference.as_deref(), conversations: run.done };
+                let frame = ServerFrame::Synced {
+                    reference: run.reference.as_deref(),
+                    conversations: run.done,
+                };
                 self.send_bytes(ctx, frame.to_bytes());
             }
         }
@@ -343,8 +458,15 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.state.config.limits.outbound_queue);
         telemetry::ws_connected();
-        let handle = ConnectionHandle { deliver: ctx.address().recipient(), disconnect: ctx.address().recipient() };
-        let connect = Connect { user: self.authed.user.id, token: self.authed.session.token_hash, handle };
+        let handle = ConnectionHandle {
+            deliver: ctx.address().recipient(),
+            disconnect: ctx.address().recipient(),
+        };
+        let connect = Connect {
+            user: self.authed.user.id,
+            token: self.authed.session.token_hash,
+            handle,
+        };
         let register = self.state.engine.hub().send(connect);
         ctx.wait(register.into_actor(self).map(|result, session, ctx| match result {
             Ok(id) => {
@@ -359,7 +481,10 @@ impl Actor for WsSession {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         telemetry::ws_disconnected();
         if let Some(id) = self.connection {
-            self.state.engine.hub().do_send(Disconnected { user: self.authed.user.id, id });
+            self.state.engine.hub().do_send(Disconnected {
+                user: self.authed.user.id,
+                id,
+            });
         }
     }
 }
@@ -369,7 +494,11 @@ impl Handler<Deliver> for WsSession {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         match msg.item {
-            Outbound::Event { conversation, seq, bytes } => self.on_live(conversation, seq, bytes, ctx),
+            Outbound::Event {
+                conversation,
+                seq,
+                bytes,
+            } => self.on_live(conversation, seq, bytes, ctx),
             Outbound::Ephemeral { bytes } => self.send_bytes(ctx, bytes),
         }
     }
@@ -400,7 +529,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 self.on_text(&text, ctx);
             }
             Ok(ws::Message::Binary(_)) => {
-                let error = ApiError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text");
+                let error = ApiError::new(
+                    ErrorCode::UnsupportedFrame,
+                    "binary frames are not supported; send JSON text",
+                );
                 self.send_error(ctx, None, &error);
             }
             Ok(ws::Message::Continuation(_)) => {

@@ -14,7 +14,12 @@ impl TokenBucket {
     /// `per_sec` sustained, bursts up to twice that.
     pub fn new(per_sec: u32, now: Instant) -> Self {
         let per_sec = f64::from(per_sec.max(1));
-        Self { capacity: per_sec * 2.0, per_sec, tokens: per_sec * 2.0, last: now }
+        Self {
+            capacity: per_sec * 2.0,
+            per_sec,
+            tokens: per_sec * 2.0,
+            last: now,
+        }
     }
 
     /// Take one token; `Err(ms)` says how long until one is available.

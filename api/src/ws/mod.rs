@@ -33,15 +33,25 @@ struct SocketQuery {
 }
 
 /// # `GET /v1/ws`
-async fn open_socket(req: HttpRequest, stream: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn open_socket(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     if state.lifecycle.is_draining() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "node is shutting down; connect to another node"));
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "node is shutting down; connect to another node",
+        ));
     }
     let query = web::Query::<SocketQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?
         .into_inner();
     if query.v.is_some_and(|v| v != PROTOCOL_VERSION) {
-        return Err(ApiError::new(ErrorCode::UnsupportedVersion, format!("this server speaks protocol v{PROTOCOL_VERSION}")));
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedVersion,
+            format!("this server speaks protocol v{PROTOCOL_VERSION}"),
+        ));
     }
     check_origin(&req, &state.config.server.allowed_origins)?;
     let authed = match (bearer_token(&req), query.ticket.as_deref()) {
@@ -65,7 +75,10 @@ fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
     if allowed.iter().any(|a| a == origin) {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::OriginNotAllowed, format!("origin `{origin}` is not allowed")))
+        Err(ApiError::new(
+            ErrorCode::OriginNotAllowed,
+            format!("origin `{origin}` is not allowed"),
+        ))
     }
 }
 
@@ -89,10 +102,14 @@ mod tests {
         let allowed = vec!["https://chat.example.com".to_owned()];
         let native = TestRequest::default().to_http_request();
         assert!(check_origin(&native, &allowed).is_ok());
-        let good = TestRequest::default().insert_header((header::ORIGIN, "https://chat.example.com")).to_http_request();
+        let good = TestRequest::default()
+            .insert_header((header::ORIGIN, "https://chat.example.com"))
+            .to_http_request();
         assert!(check_origin(&good, &allowed).is_ok());
         for bad in ["https://chat.example.com.evil.io", "null", "http://chat.example.com"] {
-            let req = TestRequest::default().insert_header((header::ORIGIN, bad)).to_http_request();
+            let req = TestRequest::default()
+                .insert_header((header::ORIGIN, bad))
+                .to_http_request();
             let err = check_origin(&req, &allowed).expect_err("rejected");
             assert_eq!(err.code, ErrorCode::OriginNotAllowed);
         }

@@ -22,9 +22,18 @@ pub const MAX_QUEUED: usize = 512;
 
 #[derive(Debug)]
 enum State {
-    Live { sent: Seq },
-    CatchingUp { sent: Seq, queued: BTreeMap<Seq, Bytes>, overflowed: bool, sync: bool },
-    Behind { sent: Seq },
+    Live {
+        sent: Seq,
+    },
+    CatchingUp {
+        sent: Seq,
+        queued: BTreeMap<Seq, Bytes>,
+        overflowed: bool,
+        sync: bool,
+    },
+    Behind {
+        sent: Seq,
+    },
 }
 
 /// What the connection should do next for one conversation.
@@ -55,7 +64,9 @@ impl DeliveryOrder {
     /// A live event arrived. Returns the bytes to send now (possibly none) and whether a read
     /// must start.
     pub fn on_live(&mut self, conversation: ConversationId, seq: Seq, bytes: Bytes) -> (Option<Bytes>, Next) {
-        let state = self.conversations.entry(conversation).or_insert(State::Live { sent: Seq(seq.0.saturating_sub(1)) });
+        let state = self.conversations.entry(conversation).or_insert(State::Live {
+            sent: Seq(seq.0.saturating_sub(1)),
+        });
         match state {
             State::Live { sent } => {
                 if seq <= *sent {
@@ -74,7 +85,12 @@ impl DeliveryOrder {
                     (None, Next::Read { after })
                 }
             }
-            State::CatchingUp { sent, queued, overflowed, .. } => {
+            State::CatchingUp {
+                sent,
+                queued,
+                overflowed,
+                ..
+            } => {
                 if seq > *sent {
                     if queued.len() < MAX_QUEUED {
                         queued.insert(seq, bytes);
@@ -98,11 +114,21 @@ impl DeliveryOrder {
             }
             Some(state) => {
                 let queued = BTreeMap::new();
-                *state = State::CatchingUp { sent: has, queued, overflowed: false, sync: true };
+                *state = State::CatchingUp {
+                    sent: has,
+                    queued,
+                    overflowed: false,
+                    sync: true,
+                };
                 Next::Read { after: has }
             }
             None => {
-                let state = State::CatchingUp { sent: has, queued: BTreeMap::new(), overflowed: false, sync: true };
+                let state = State::CatchingUp {
+                    sent: has,
+                    queued: BTreeMap::new(),
+                    overflowed: false,
+                    sync: true,
+                };
                 self.conversations.insert(conversation, state);
                 Next::Read { after: has }
             }
@@ -113,14 +139,30 @@ impl DeliveryOrder {
     /// events may exist.
     pub fn on_page(&mut self, conversation: ConversationId, page: Vec<(Seq, Bytes)>, full: bool) -> PageOutcome {
         let Some(state) = self.conversations.get_mut(&conversation) else {
-            return PageOutcome { send: Vec::new(), next: Next::Idle, sent: Seq::ZERO, limited: false };
+            return PageOutcome {
+                send: Vec::new(),
+                next: Next::Idle,
+                sent: Seq::ZERO,
+                limited: false,
+            };
         };
-        let State::CatchingUp { sent, queued, overflowed, sync } = state else {
+        let State::CatchingUp {
+            sent,
+            queued,
+            overflowed,
+            sync,
+        } = state
+        else {
             let sent = match state {
                 State::Live { sent } | State::Behind { sent } => *sent,
                 State::CatchingUp { sent, .. } => *sent,
             };
-            return PageOutcome { send: Vec::new(), next: Next::Idle, sent, limited: false };
+            return PageOutcome {
+                send: Vec::new(),
+                next: Next::Idle,
+                sent,
+                limited: false,
+            };
         };
         let mut send = Vec::new();
         for (seq, bytes) in page {
@@ -140,15 +182,30 @@ impl DeliveryOrder {
         let sent_now = *sent;
         if full && *sync {
             *state = State::Behind { sent: sent_now };
-            return PageOutcome { send, next: Next::Idle, sent: sent_now, limited: true };
+            return PageOutcome {
+                send,
+                next: Next::Idle,
+                sent: sent_now,
+                limited: true,
+            };
         }
         if full || *overflowed || !queued.is_empty() {
             *overflowed = false;
             *sync = false;
-            return PageOutcome { send, next: Next::Read { after: sent_now }, sent: sent_now, limited: false };
+            return PageOutcome {
+                send,
+                next: Next::Read { after: sent_now },
+                sent: sent_now,
+                limited: false,
+            };
         }
         *state = State::Live { sent: sent_now };
-        PageOutcome { send, next: Next::Idle, sent: sent_now, limited: false }
+        PageOutcome {
+            send,
+            next: Next::Idle,
+            sent: sent_now,
+            limited: false,
+        }
     }
 
     /// A read failed: fall back to live delivery from where we are; the client sees the gap by

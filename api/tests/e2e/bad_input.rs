@@ -19,7 +19,14 @@ async fn setup(extra: &str) -> (Node, String, String, u64) {
     node.start().await;
     let alice = login(&node, "alice").await;
     let mallory = login(&node, "mallory").await;
-    let (_, direct) = http(&node, "POST", "/v1/conversations/direct", Some(&alice), Some(json!({"peer": bob}))).await;
+    let (_, direct) = http(
+        &node,
+        "POST",
+        "/v1/conversations/direct",
+        Some(&alice),
+        Some(json!({"peer": bob})),
+    )
+    .await;
     (node, alice, mallory, direct["id"].as_u64().unwrap())
 }
 
@@ -33,7 +40,9 @@ async fn error_code(ws: &mut WsClient, reference: &str) -> String {
 async fn malformed_frames_get_codes_and_the_connection_stays_open() {
     let (node, alice, mallory, conversation) = setup("").await;
     let mut ws = WsClient::connect(&node, &alice).await;
-    let acked = ws.send_message(conversation, "kept", "acknowledged before the garbage").await;
+    let acked = ws
+        .send_message(conversation, "kept", "acknowledged before the garbage")
+        .await;
 
     ws.send_raw(ws::Message::Text("{this is not json".into())).await;
     let reply = ws.next_of("error").await;
@@ -42,26 +51,34 @@ async fn malformed_frames_get_codes_and_the_connection_stays_open() {
     ws.send(json!({"type": "teleport", "ref": "t"})).await;
     assert_eq!(error_code(&mut ws, "t").await, "unknown_type");
 
-    ws.send(json!({"type": "send", "ref": "w", "conversation": "seven", "client_msg_id": "x", "body": {"text": "hi"}})).await;
+    ws.send(json!({"type": "send", "ref": "w", "conversation": "seven", "client_msg_id": "x", "body": {"text": "hi"}}))
+        .await;
     assert_eq!(error_code(&mut ws, "w").await, "invalid_field");
 
     ws.send(json!({"type": "send", "ref": "id", "conversation": conversation, "client_msg_id": "has space", "body": {"text": "hi"}})).await;
     assert_eq!(error_code(&mut ws, "id").await, "invalid_field");
 
-    ws.send(json!({"type": "send", "ref": "nf", "conversation": 987654, "client_msg_id": "x1", "body": {"text": "hi"}})).await;
+    ws.send(
+        json!({"type": "send", "ref": "nf", "conversation": 987654, "client_msg_id": "x1", "body": {"text": "hi"}}),
+    )
+    .await;
     assert_eq!(error_code(&mut ws, "nf").await, "not_found");
 
     let big = "x".repeat(16 * 1024 + 1);
     ws.send(json!({"type": "send", "ref": "big", "conversation": conversation, "client_msg_id": "x2", "body": {"text": big}})).await;
     assert_eq!(error_code(&mut ws, "big").await, "body_too_large");
 
-    ws.send_raw(ws::Message::Binary(bytes::Bytes::from_static(b"\x00\x01"))).await;
+    ws.send_raw(ws::Message::Binary(bytes::Bytes::from_static(b"\x00\x01")))
+        .await;
     assert_eq!(ws.next_of("error").await["code"], "unsupported_frame");
 
     tracing::info!("--- duplicate client_msg_id is not an error: the original seq");
     ws.send(json!({"type": "send", "ref": "dup", "conversation": conversation, "client_msg_id": "kept", "body": {"text": "again"}})).await;
     let dup = ws.reply_to("dup").await;
-    assert_eq!((dup["seq"].as_u64(), dup["duplicate"].as_bool()), (Some(acked), Some(true)));
+    assert_eq!(
+        (dup["seq"].as_u64(), dup["duplicate"].as_bool()),
+        (Some(acked), Some(true))
+    );
 
     tracing::info!("--- still open after all of that");
     ws.ping_pong().await;
@@ -75,8 +92,19 @@ async fn malformed_frames_get_codes_and_the_connection_stays_open() {
     assert_eq!((status, body["error"]["code"].as_str()), (403, Some("not_member")));
 
     tracing::info!("--- the acknowledged message is still there");
-    let (_, page) = http(&node, "GET", &format!("/v1/conversations/{conversation}/events?after=0"), Some(&alice), None).await;
-    assert!(page["events"].as_array().unwrap().iter().any(|e| e["seq"].as_u64() == Some(acked)));
+    let (_, page) = http(
+        &node,
+        "GET",
+        &format!("/v1/conversations/{conversation}/events?after=0"),
+        Some(&alice),
+        None,
+    )
+    .await;
+    assert!(page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["seq"].as_u64() == Some(acked)));
 }
 
 #[actix_rt::test]
@@ -103,7 +131,10 @@ async fn frame_rate_limit_answers_rate_limited() {
             limited += 1;
         }
     }
-    assert!(limited >= 15, "a burst of 30 at 5/s (burst 10) is mostly refused, got {limited}");
+    assert!(
+        limited >= 15,
+        "a burst of 30 at 5/s (burst 10) is mostly refused, got {limited}"
+    );
 }
 
 #[actix_rt::test]
@@ -122,7 +153,10 @@ async fn invalid_utf8_text_frame_closes_with_1007() {
         stream.read_exact(&mut byte).unwrap();
         response.push(byte[0]);
     }
-    assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 101"), "upgrade accepted");
+    assert!(
+        String::from_utf8_lossy(&response).starts_with("HTTP/1.1 101"),
+        "upgrade accepted"
+    );
     // A masked text frame whose payload is not UTF-8.
     let payload = [0xffu8, 0xfe, 0xfd];
     let mask = [1u8, 2, 3, 4];
@@ -173,7 +207,7 @@ fn find_close_code(data: &[u8]) -> Option<u16> {
 
 #[actix_rt::test]
 async fn rest_bad_input_gets_json_errors() {
-    let (node, alice, _, _) = setup("[limits]\nmax_request_body_bytes = 4096\n").await;
+    let (node, alice, _, _) = setup("[limits]\nmax_request_body_bytes = 24576\n").await;
     let client = awc::Client::new();
     let mut resp = client
         .post(node.url("/v1/conversations/groups"))
@@ -183,11 +217,17 @@ async fn rest_bad_input_gets_json_errors() {
         .await
         .unwrap();
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!((resp.status().as_u16(), body["error"]["code"].as_str()), (400, Some("malformed_json")));
+    assert_eq!(
+        (resp.status().as_u16(), body["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
 
-    let huge = json!({"name": "x".repeat(5000), "members": []});
+    let huge = json!({"name": "x".repeat(30_000), "members": []});
     let (status, body) = http(&node, "POST", "/v1/conversations/groups", Some(&alice), Some(huge)).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
     let (status, body) = http(&node, "GET", "/v1/conversations/abc/events", Some(&alice), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_field")));

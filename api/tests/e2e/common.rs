@@ -26,19 +26,81 @@ pub struct Node {
     pub port: u16,
     extra_config: String,
     child: Option<Child>,
+    /// PEM of the node's certificate when it serves HTTPS/WSS.
+    tls_cert_pem: Option<Vec<u8>>,
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 impl Node {
     /// A node with test-friendly settings plus `extra` TOML appended (e.g. a `[limits]` table).
     pub fn new(extra: &str) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let node = Node { dir, port: free_port(), extra_config: extra.to_owned(), child: None };
+        let node = Node {
+            dir,
+            port: free_port(),
+            extra_config: extra.to_owned(),
+            child: None,
+            tls_cert_pem: None,
+        };
         node.write_config();
         node
+    }
+
+    /// A node serving HTTPS/WSS with a development certificate made by `roost cert dev`.
+    pub fn new_tls() -> Node {
+        let mut node = Node::new("");
+        let tls_dir = node.dir.path().join("tls");
+        let out = node
+            .roost()
+            .args(["cert", "dev", "--out-dir"])
+            .arg(&tls_dir)
+            .args(["--host", "127.0.0.1"])
+            .output()
+            .expect("roost cert dev");
+        assert!(
+            out.status.success(),
+            "cert dev: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cert = tls_dir.join("cert.pem");
+        let key = tls_dir.join("key.pem");
+        node.extra_config = format!(
+            "[server]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        node.tls_cert_pem = Some(std::fs::read(&cert).expect("cert.pem"));
+        node.write_config();
+        node
+    }
+
+    /// An HTTP client for this node (trusting its certificate when it has one).
+    pub fn client(&self) -> awc::Client {
+        let builder = awc::Client::builder().timeout(Duration::from_secs(30));
+        let Some(pem) = &self.tls_cert_pem else {
+            return builder.finish();
+        };
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+            roots.add(cert.expect("pem")).expect("add root");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        builder
+            .connector(awc::Connector::new().rustls_0_23(std::sync::Arc::new(config)))
+            .finish()
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -72,11 +134,13 @@ impl Node {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        let scheme = if self.tls_cert_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{}", self.port, path)
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+        let scheme = if self.tls_cert_pem.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://127.0.0.1:{}/v1/ws", self.port)
     }
 
     fn roost(&self) -> Command {
@@ -88,21 +152,46 @@ impl Node {
     /// Create a user with the offline CLI (the server must be stopped).
     pub fn add_user_offline(&self, username: &str, admin: bool) -> u64 {
         let mut cmd = self.roost();
-        cmd.args(["user", "add", "--config"]).arg(self.config_path()).args(["--username", username, "--password-stdin"]);
+        cmd.args(["user", "add", "--config"]).arg(self.config_path()).args([
+            "--username",
+            username,
+            "--password-stdin",
+        ]);
         if admin {
             cmd.arg("--admin");
         }
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn roost user add");
-        child.stdin.take().expect("stdin").write_all(format!("{PASSWORD}\n").as_bytes()).expect("write password");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn roost user add");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{PASSWORD}\n").as_bytes())
+            .expect("write password");
         let out = child.wait_with_output().expect("roost user add");
-        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
-        text.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).last().and_then(|s| s.parse().ok()).expect("user id printed")
+        text.split(|c: char| !c.is_ascii_digit())
+            .rfind(|s| !s.is_empty())
+            .and_then(|s| s.parse().ok())
+            .expect("user id printed")
     }
 
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
         let child = self
             .roost()
             .args(["serve", "--config"])
@@ -117,7 +206,7 @@ impl Node {
 
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let client = awc::Client::new();
+        let client = self.client();
         loop {
             if let Ok(resp) = client.get(self.url("/readyz")).send().await {
                 if resp.status().is_success() {
@@ -148,7 +237,9 @@ impl Node {
 
     /// SIGTERM and wait for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -190,7 +281,7 @@ fn section_body(toml: &str, name: &str) -> String {
 
 /// REST helper: method + path + optional bearer + optional JSON body -> (status, JSON).
 pub async fn http(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let client = node.client();
     let method = awc::http::Method::from_bytes(method.as_bytes()).expect("method");
     let mut req = client.request(method, node.url(path));
     if let Some(token) = token {
@@ -203,12 +294,23 @@ pub async fn http(node: &Node, method: &str, path: &str, token: Option<&str>, bo
     .expect("http request");
     let status = resp.status().as_u16();
     let bytes = resp.body().limit(16 * 1024 * 1024).await.expect("body");
-    let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
     (status, json)
 }
 
 pub async fn login(node: &Node, username: &str) -> String {
-    let (status, body) = http(node, "POST", "/v1/auth/login", None, Some(json!({"username": username, "password": PASSWORD, "device": "test"}))).await;
+    let (status, body) = http(
+        node,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"username": username, "password": PASSWORD, "device": "test"})),
+    )
+    .await;
     assert_eq!(status, 200, "login {username}: {body}");
     body["token"].as_str().expect("token").to_owned()
 }
@@ -240,13 +342,22 @@ impl WsClient {
     }
 
     pub async fn try_connect(node: &Node, token: &str) -> Result<WsClient, u16> {
-        let result = awc::Client::new().ws(node.ws_url()).bearer_auth(token).max_frame_size(1 << 20).connect().await;
+        let result = node
+            .client()
+            .ws(node.ws_url())
+            .bearer_auth(token)
+            .max_frame_size(1 << 20)
+            .connect()
+            .await;
         let (_, framed) = match result {
             Ok(ok) => ok,
             Err(awc::error::WsClientError::InvalidResponseStatus(status)) => return Err(status.as_u16()),
             Err(e) => panic!("ws connect: {e}"),
         };
-        let mut client = WsClient { framed, welcome: Value::Null };
+        let mut client = WsClient {
+            framed,
+            welcome: Value::Null,
+        };
         let welcome = client.next_json().await.expect("welcome frame");
         assert_eq!(welcome["type"], "welcome", "first frame is welcome: {welcome}");
         client.welcome = welcome;
@@ -254,7 +365,10 @@ impl WsClient {
     }
 
     pub async fn send(&mut self, frame: Value) {
-        self.framed.send(ws::Message::Text(frame.to_string().into())).await.expect("ws send");
+        self.framed
+            .send(ws::Message::Text(frame.to_string().into()))
+            .await
+            .expect("ws send");
     }
 
     pub async fn send_raw(&mut self, message: ws::Message) {
@@ -288,7 +402,10 @@ impl WsClient {
     /// Next frame of the given type, skipping others (presence, typing, receipts...).
     pub async fn next_of(&mut self, kind: &str) -> Value {
         loop {
-            let frame = self.next_json().await.unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {kind}"));
+            let frame = self
+                .next_json()
+                .await
+                .unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {kind}"));
             if frame["type"] == kind {
                 return frame;
             }
@@ -298,7 +415,10 @@ impl WsClient {
     /// The ack (or error) for request `reference`, skipping everything else.
     pub async fn reply_to(&mut self, reference: &str) -> Value {
         loop {
-            let frame = self.next_json().await.unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {reference}"));
+            let frame = self
+                .next_json()
+                .await
+                .unwrap_or_else(|c| panic!("closed ({c:?}) waiting for {reference}"));
             if frame["ref"] == reference {
                 return frame;
             }

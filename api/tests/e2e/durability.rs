@@ -14,7 +14,14 @@ async fn node_with_pair() -> (Node, String, u64) {
     let bob = node.add_user_offline("bob", false);
     node.start().await;
     let token = login(&node, "alice").await;
-    let (status, direct) = http(&node, "POST", "/v1/conversations/direct", Some(&token), Some(json!({"peer": bob}))).await;
+    let (status, direct) = http(
+        &node,
+        "POST",
+        "/v1/conversations/direct",
+        Some(&token),
+        Some(json!({"peer": bob})),
+    )
+    .await;
     assert_eq!(status, 200, "{direct}");
     (node, token, direct["id"].as_u64().unwrap())
 }
@@ -43,11 +50,17 @@ async fn idempotency_table_over_the_wire_and_across_a_restart() {
 
     ws.send(send("k1", "hello", "a")).await;
     let first = ws.reply_to("a").await;
-    assert_eq!((first["type"].as_str(), first["duplicate"].as_bool()), (Some("ack"), Some(false)));
+    assert_eq!(
+        (first["type"].as_str(), first["duplicate"].as_bool()),
+        (Some("ack"), Some(false))
+    );
 
     ws.send(send("k1", "hello", "b")).await;
     let same_body = ws.reply_to("b").await;
-    assert_eq!((same_body["seq"].clone(), same_body["duplicate"].as_bool()), (first["seq"].clone(), Some(true)));
+    assert_eq!(
+        (same_body["seq"].clone(), same_body["duplicate"].as_bool()),
+        (first["seq"].clone(), Some(true))
+    );
 
     ws.send(send("k1", "something else", "c")).await;
     let other_body = ws.reply_to("c").await;
@@ -60,7 +73,10 @@ async fn idempotency_table_over_the_wire_and_across_a_restart() {
     let mut ws = WsClient::connect(&node, &token).await;
     ws.send(send("k1", "hello", "d")).await;
     let after_restart = ws.reply_to("d").await;
-    assert_eq!((after_restart["seq"].clone(), after_restart["duplicate"].as_bool()), (first["seq"].clone(), Some(true)));
+    assert_eq!(
+        (after_restart["seq"].clone(), after_restart["duplicate"].as_bool()),
+        (first["seq"].clone(), Some(true))
+    );
 
     tracing::info!("--- and after kill -9 too");
     drop(ws);
@@ -69,7 +85,11 @@ async fn idempotency_table_over_the_wire_and_across_a_restart() {
     let mut ws = WsClient::connect(&node, &token).await;
     ws.send(send("k1", "hello", "e")).await;
     assert_eq!(ws.reply_to("e").await["seq"], first["seq"]);
-    let messages = history(&node, &token, conversation).await.into_iter().filter(|e| e["kind"] == "message").count();
+    let messages = history(&node, &token, conversation)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "message")
+        .count();
     assert_eq!(messages, 1, "exactly one stored message for k1");
 }
 
@@ -88,14 +108,20 @@ async fn kill_9_after_a_burst_loses_no_acknowledged_message() {
     while acked.len() < BURST / 2 {
         let frame = ws.next_json().await.expect("open");
         if frame["type"] == "ack" {
-            acked.insert(frame["ref"].as_str().unwrap().to_owned(), frame["seq"].as_u64().unwrap());
+            acked.insert(
+                frame["ref"].as_str().unwrap().to_owned(),
+                frame["seq"].as_u64().unwrap(),
+            );
         }
     }
     node.kill9();
     // Acks already in flight before the kill count too.
     while let Ok(frame) = ws.next_json().await {
         if frame["type"] == "ack" {
-            acked.insert(frame["ref"].as_str().unwrap().to_owned(), frame["seq"].as_u64().unwrap());
+            acked.insert(
+                frame["ref"].as_str().unwrap().to_owned(),
+                frame["seq"].as_u64().unwrap(),
+            );
         }
     }
 
@@ -107,10 +133,19 @@ async fn kill_9_after_a_burst_loses_no_acknowledged_message() {
     let stored: HashMap<String, u64> = events
         .iter()
         .filter(|e| e["kind"] == "message")
-        .map(|e| (e["client_msg_id"].as_str().unwrap().replace("burst-", "r"), e["seq"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["client_msg_id"].as_str().unwrap().replace("burst-", "r"),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
         .collect();
     for (reference, seq) in &acked {
-        assert_eq!(stored.get(reference), Some(seq), "acked {reference} at seq {seq} must survive kill -9");
+        assert_eq!(
+            stored.get(reference),
+            Some(seq),
+            "acked {reference} at seq {seq} must survive kill -9"
+        );
     }
     assert!(acked.len() >= BURST / 2);
 }
@@ -119,7 +154,9 @@ async fn kill_9_after_a_burst_loses_no_acknowledged_message() {
 async fn sigterm_tells_clients_to_reconnect_and_keeps_data() {
     let (mut node, token, conversation) = node_with_pair().await;
     let mut ws = WsClient::connect(&node, &token).await;
-    let seq = ws.send_message(conversation, "before-stop", "still here after restart").await;
+    let seq = ws
+        .send_message(conversation, "before-stop", "still here after restart")
+        .await;
     assert!(node.terminate(), "exit status 0 after drain: {}", node.log());
     assert_eq!(ws.closed().await, Closed::Code(1001), "going away: reconnect");
     node.start().await;

@@ -8,4 +8,6 @@ mod common;
 mod bad_input;
 mod chat;
 mod durability;
+mod operations;
 mod revocation;
+mod tls;

@@ -23,22 +23,53 @@ async fn logout_and_disable_close_live_sockets_at_once() {
     assert!(status == 200 || status == 204);
     assert_eq!(phone_ws.closed().await, Closed::Code(4401));
     laptop_ws.ping_pong().await;
-    assert_eq!(WsClient::try_connect(&node, &phone).await.err(), Some(401), "revoked token cannot reconnect");
+    assert_eq!(
+        WsClient::try_connect(&node, &phone).await.err(),
+        Some(401),
+        "revoked token cannot reconnect"
+    );
     let (status, _) = http(&node, "GET", "/v1/me", Some(&phone), None).await;
     assert_eq!(status, 401);
 
     tracing::info!("--- disabling bob closes every socket he has");
-    let (status, body) = http(&node, "POST", &format!("/v1/admin/users/{bob_id}/disable"), Some(&root), None).await;
+    let (status, body) = http(
+        &node,
+        "POST",
+        &format!("/v1/admin/users/{bob_id}/disable"),
+        Some(&root),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(laptop_ws.closed().await, Closed::Code(4403));
-    let (status, body) = http(&node, "POST", "/v1/auth/login", None, Some(json!({"username": "bob", "password": PASSWORD}))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("account_disabled")));
+    let (status, body) = http(
+        &node,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"username": "bob", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("account_disabled"))
+    );
 
     tracing::info!("--- unknown tokens and foreign origins are refused at the handshake");
     assert_eq!(WsClient::try_connect(&node, "garbage").await.err(), Some(401));
-    let foreign = awc::Client::new().ws(node.ws_url()).bearer_auth(&root).origin("https://evil.example").connect().await;
+    let foreign = awc::Client::new()
+        .ws(node.ws_url())
+        .bearer_auth(&root)
+        .origin("https://evil.example")
+        .connect()
+        .await;
     assert!(matches!(foreign, Err(awc::error::WsClientError::InvalidResponseStatus(s)) if s.as_u16() == 403));
-    let allowed = awc::Client::new().ws(node.ws_url()).bearer_auth(&root).origin("https://chat.example.com").connect().await;
+    let allowed = awc::Client::new()
+        .ws(node.ws_url())
+        .bearer_auth(&root)
+        .origin("https://chat.example.com")
+        .connect()
+        .await;
     assert!(allowed.is_ok());
 }
 

@@ -31,6 +31,8 @@ use super::rules;
 use super::rules::Facts;
 use super::Deps;
 use crate::clock::now_millis;
+use crate::delivery::hub::Fanout;
+use crate::delivery::Outbound;
 use crate::error::ConversationError;
 use crate::ids::ClientMsgId;
 use crate::ids::ConversationId;
@@ -47,8 +49,6 @@ use crate::model::UnixMillis;
 use crate::store::AppendError;
 use crate::store::AppendOp;
 use crate::store::Effect;
-use crate::delivery::hub::Fanout;
-use crate::delivery::Outbound;
 
 /// State loaded from the store when the actor starts.
 struct Loaded {
@@ -68,7 +68,10 @@ enum State {
     Loading,
     Ready(Box<Loaded>),
     /// Loading or an append failed; every command is refused until the actor is rebuilt.
-    Failed { not_found: bool, why: String },
+    Failed {
+        not_found: bool,
+        why: String,
+    },
 }
 
 struct Pending {
@@ -124,42 +127,99 @@ impl ConversationActor {
             return;
         }
         match command {
-            Command::Send { sender, client_msg_id, body } => {
-                if let Err(e) = self.check_member(sender).and_then(|_| rules::check_body(&body, self.deps.config.max_body_bytes)) {
+            Command::Send {
+                sender,
+                client_msg_id,
+                body,
+            } => {
+                if let Err(e) = self
+                    .check_member(sender)
+                    .and_then(|_| rules::check_body(&body, self.deps.config.max_body_bytes))
+                {
                     let _ = reply.send(Err(e));
                     return;
                 }
                 self.client_event(sender, client_msg_id, None, reply, ctx, move |_, _, cmid| {
-                    Ok((EventKind::Message { client_msg_id: cmid, body, edited_by: None, recalled_by: None }, Vec::new()))
+                    Ok((
+                        EventKind::Message {
+                            client_msg_id: cmid,
+                            body,
+                            edited_by: None,
+                            recalled_by: None,
+                        },
+                        Vec::new(),
+                    ))
                 });
             }
-            Command::Edit { sender, client_msg_id, target, body } => {
-                if let Err(e) = self.check_member(sender).and_then(|_| rules::check_body(&body, self.deps.config.max_body_bytes)) {
+            Command::Edit {
+                sender,
+                client_msg_id,
+                target,
+                body,
+            } => {
+                if let Err(e) = self
+                    .check_member(sender)
+                    .and_then(|_| rules::check_body(&body, self.deps.config.max_body_bytes))
+                {
                     let _ = reply.send(Err(e));
                     return;
                 }
                 let window = self.deps.config.edit_window();
-                self.client_event(sender, client_msg_id, Some(target), reply, ctx, move |_, target_event, cmid| {
-                    let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
-                    rules::check_edit(sender, &target_event, now_millis(), window)?;
-                    let effects = vec![Effect::ReviseMessage { target, body: body.clone() }];
-                    Ok((EventKind::Edit { client_msg_id: cmid, target, body }, effects))
-                });
+                self.client_event(
+                    sender,
+                    client_msg_id,
+                    Some(target),
+                    reply,
+                    ctx,
+                    move |_, target_event, cmid| {
+                        let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
+                        rules::check_edit(sender, &target_event, now_millis(), window)?;
+                        let effects = vec![Effect::ReviseMessage {
+                            target,
+                            body: body.clone(),
+                        }];
+                        Ok((
+                            EventKind::Edit {
+                                client_msg_id: cmid,
+                                target,
+                                body,
+                            },
+                            effects,
+                        ))
+                    },
+                );
             }
-            Command::Recall { sender, client_msg_id, target } => {
+            Command::Recall {
+                sender,
+                client_msg_id,
+                target,
+            } => {
                 if let Err(e) = self.check_member(sender) {
                     let _ = reply.send(Err(e));
                     return;
                 }
                 let window = self.deps.config.edit_window();
-                self.client_event(sender, client_msg_id, Some(target), reply, ctx, move |act, target_event, cmid| {
-                    let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
-                    let loaded = act.loaded()?;
-                    let role = loaded.members.get(&sender).copied().unwrap_or(MemberRole::Member);
-                    let facts = act.facts_owned();
-                    rules::check_recall(&facts.as_facts(), sender, role, &target_event, now_millis(), window)?;
-                    Ok((EventKind::Recall { client_msg_id: cmid, target }, vec![Effect::RecallMessage { target }]))
-                });
+                self.client_event(
+                    sender,
+                    client_msg_id,
+                    Some(target),
+                    reply,
+                    ctx,
+                    move |act, target_event, cmid| {
+                        let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
+                        let loaded = act.loaded()?;
+                        let role = loaded.members.get(&sender).copied().unwrap_or(MemberRole::Member);
+                        let facts = act.facts_owned();
+                        rules::check_recall(&facts.as_facts(), sender, role, &target_event, now_millis(), window)?;
+                        Ok((
+                            EventKind::Recall {
+                                client_msg_id: cmid,
+                                target,
+                            },
+                            vec![Effect::RecallMessage { target }],
+                        ))
+                    },
+                );
             }
             Command::Change { actor, change } => self.change(actor, change, reply, ctx),
             Command::Receipt { user, delivered, read } => {
@@ -181,7 +241,11 @@ impl ConversationActor {
     fn check_member(&mut self, user: UserId) -> Result<MemberRole, ConversationError> {
         let id = self.id;
         let loaded = self.loaded()?;
-        loaded.members.get(&user).copied().ok_or(ConversationError::NotMember(id))
+        loaded
+            .members
+            .get(&user)
+            .copied()
+            .ok_or(ConversationError::NotMember(id))
     }
 
     fn facts_owned(&self) -> OwnedFacts {
@@ -263,7 +327,12 @@ impl ConversationActor {
             pending.replies.push((reply, true));
             return;
         }
-        let accepted = Accepted { conversation: self.id, seq, at, duplicate: true };
+        let accepted = Accepted {
+            conversation: self.id,
+            seq,
+            at,
+            duplicate: true,
+        };
         let _ = reply.send(Ok(Reply::Accepted(accepted)));
     }
 
@@ -302,7 +371,10 @@ impl ConversationActor {
                 Effect::ReviseMessage { .. } | Effect::RecallMessage { .. } => {}
             }
         }
-        if effects.iter().any(|e| matches!(e, Effect::PutMember(_) | Effect::RemoveMember(_))) {
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::PutMember(_) | Effect::RemoveMember(_)))
+        {
             loaded.recipients = loaded.members.keys().copied().collect();
             for user in &removed {
                 loaded.receipts.remove(user);
@@ -314,11 +386,20 @@ impl ConversationActor {
             // Removed members learn about their removal, then hear nothing more.
             loaded.recipients.iter().copied().chain(removed).collect()
         };
-        let event = Event { conversation: id, seq, sender, at, kind };
+        let event = Event {
+            conversation: id,
+            seq,
+            sender,
+            at,
+            kind,
+        };
         if let Some(cmid) = client_msg_id {
             self.dedup.insert(sender, cmid, seq, at);
         }
-        let ticket = self.deps.store.append(AppendOp { event: event.clone(), effects });
+        let ticket = self.deps.store.append(AppendOp {
+            event: event.clone(),
+            effects,
+        });
         self.pending.push_back(Pending {
             seq,
             event,
@@ -327,7 +408,11 @@ impl ConversationActor {
             outcome: None,
             received: Instant::now(),
         });
-        ctx.spawn(ticket.into_actor(self).map(move |result, act, ctx| act.append_finished(seq, result, ctx)));
+        ctx.spawn(
+            ticket
+                .into_actor(self)
+                .map(move |result, act, ctx| act.append_finished(seq, result, ctx)),
+        );
     }
 
     /// Record an append's outcome and release everything that is now durable, in seq order.
@@ -336,7 +421,9 @@ impl ConversationActor {
             pending.outcome = Some(result);
         }
         while self.pending.front().is_some_and(|p| p.outcome.is_some()) {
-            let Some(mut done) = self.pending.pop_front() else { break };
+            let Some(mut done) = self.pending.pop_front() else {
+                break;
+            };
             match done.outcome.take() {
                 Some(Ok(())) => self.release(done),
                 Some(Err(error)) => {
@@ -359,12 +446,24 @@ impl ConversationActor {
         }
         metrics::event_appended(done.received.elapsed());
         for (reply, duplicate) in done.replies {
-            let accepted = Accepted { conversation: self.id, seq: done.seq, at: done.event.at, duplicate };
+            let accepted = Accepted {
+                conversation: self.id,
+                seq: done.seq,
+                at: done.event.at,
+                duplicate,
+            };
             let _ = reply.send(Ok(Reply::Accepted(accepted)));
         }
         let bytes = self.deps.encoder.event(&done.event);
-        let item = Outbound::Event { conversation: self.id, seq: done.seq, bytes };
-        self.deps.hub.do_send(Fanout { users: done.recipients, item });
+        let item = Outbound::Event {
+            conversation: self.id,
+            seq: done.seq,
+            bytes,
+        };
+        self.deps.hub.do_send(Fanout {
+            users: done.recipients,
+            item,
+        });
     }
 
     fn fail_all(&mut self, first: Pending, why: &str, ctx: &mut Context<Self>) {
@@ -374,7 +473,10 @@ impl ConversationActor {
                 let _ = reply.send(Err(ConversationError::Unavailable(why.to_owned())));
             }
         }
-        self.state = State::Failed { not_found: false, why: why.to_owned() };
+        self.state = State::Failed {
+            not_found: false,
+            why: why.to_owned(),
+        };
         ctx.stop();
     }
 
@@ -423,7 +525,9 @@ impl ConversationActor {
                 let _ = reply.send(Err(error.into()));
             }
             Ok(Some(missing)) => {
-                let _ = reply.send(Err(ConversationError::Invalid(format!("user {missing} does not exist"))));
+                let _ = reply.send(Err(ConversationError::Invalid(format!(
+                    "user {missing} does not exist"
+                ))));
             }
             Ok(None) => act.append(actor, kind, effects, None, Some(reply), ctx),
         }));
@@ -435,9 +539,23 @@ impl ConversationActor {
             let _ = reply.send(Ok(Reply::Done));
             return;
         }
-        let mut members: Vec<Member> = loaded.members.iter().map(|(user, role)| Member { user: *user, role: *role }).collect();
+        let mut members: Vec<Member> = loaded
+            .members
+            .iter()
+            .map(|(user, role)| Member {
+                user: *user,
+                role: *role,
+            })
+            .collect();
         members.sort_by_key(|m| m.user);
-        self.append(creator, EventKind::MembersAdded { members }, Vec::new(), None, Some(reply), ctx);
+        self.append(
+            creator,
+            EventKind::MembersAdded { members },
+            Vec::new(),
+            None,
+            Some(reply),
+            ctx,
+        );
     }
 
     fn receipt(
@@ -461,7 +579,10 @@ impl ConversationActor {
         if loaded.members.len() <= small_group {
             let bytes = deps.encoder.receipt(id, user, next);
             let users = loaded.recipients.clone();
-            deps.hub.do_send(Fanout { users, item: Outbound::Ephemeral { bytes } });
+            deps.hub.do_send(Fanout {
+                users,
+                item: Outbound::Ephemeral { bytes },
+            });
         }
         self.dirty_receipts.insert(user, next);
         self.flush_receipts(ctx);
@@ -496,14 +617,24 @@ impl ConversationActor {
         let loaded = self.loaded()?;
         let others: Arc<[UserId]> = loaded.recipients.iter().copied().filter(|u| *u != user).collect();
         let bytes = self.deps.encoder.typing(self.id, user);
-        self.deps.hub.do_send(Fanout { users: others, item: Outbound::Ephemeral { bytes } });
+        self.deps.hub.do_send(Fanout {
+            users: others,
+            item: Outbound::Ephemeral { bytes },
+        });
         Ok(())
     }
 
     fn describe(&mut self, user: UserId) -> Result<Reply, ConversationError> {
         self.check_member(user)?;
         let loaded = self.loaded()?;
-        let mut members: Vec<Member> = loaded.members.iter().map(|(user, role)| Member { user: *user, role: *role }).collect();
+        let mut members: Vec<Member> = loaded
+            .members
+            .iter()
+            .map(|(user, role)| Member {
+                user: *user,
+                role: *role,
+            })
+            .collect();
         members.sort_by_key(|m| m.user);
         let mut receipts: Vec<(UserId, Receipt)> = loaded.receipts.iter().map(|(u, r)| (*u, *r)).collect();
         receipts.sort_by_key(|(u, _)| *u);
@@ -550,7 +681,15 @@ async fn load(deps: Arc<Deps>, id: ConversationId) -> Result<Option<Loaded>, cra
         None => conversation.created_at,
     };
     let recipients = members.keys().copied().collect();
-    Ok(Some(Loaded { conversation, members, recipients, receipts, assigned: last, durable: last, last_at }))
+    Ok(Some(Loaded {
+        conversation,
+        members,
+        recipients,
+        receipts,
+        assigned: last,
+        durable: last,
+        last_at,
+    }))
 }
 
 impl Actor for ConversationActor {
@@ -561,10 +700,16 @@ impl Actor for ConversationActor {
         ctx.wait(load(deps, self.id).into_actor(self).map(|result, act, _ctx| {
             act.state = match result {
                 Ok(Some(loaded)) => State::Ready(Box::new(loaded)),
-                Ok(None) => State::Failed { not_found: true, why: "not found".into() },
+                Ok(None) => State::Failed {
+                    not_found: true,
+                    why: "not found".into(),
+                },
                 Err(error) => {
                     tracing::warn!(conversation = %act.id, %error, "Loading a conversation failed.");
-                    State::Failed { not_found: false, why: error.to_string() }
+                    State::Failed {
+                        not_found: false,
+                        why: error.to_string(),
+                    }
                 }
             };
         }));
@@ -572,7 +717,10 @@ impl Actor for ConversationActor {
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         if let Some(registry) = &self.registry {
-            registry.do_send(ActorStopped { conversation: self.id, addr: ctx.address() });
+            registry.do_send(ActorStopped {
+                conversation: self.id,
+                addr: ctx.address(),
+            });
         }
     }
 }

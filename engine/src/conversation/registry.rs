@@ -40,7 +40,12 @@ pub struct ConversationRegistry {
 impl ConversationRegistry {
     /// `arbiters` are the event loops conversation actors run on (at least one).
     pub fn new(deps: Arc<Deps>, placement: Arc<dyn Placement>, arbiters: Vec<ArbiterHandle>) -> Self {
-        Self { deps, placement, arbiters, actors: HashMap::new() }
+        Self {
+            deps,
+            placement,
+            arbiters,
+            actors: HashMap::new(),
+        }
     }
 
     fn spawn_actor(&mut self, id: ConversationId, ctx: &mut Context<Self>) -> Addr<ConversationActor> {
@@ -57,7 +62,13 @@ impl ConversationRegistry {
             let arbiter = &self.arbiters[(id.0 as usize) % self.arbiters.len()];
             ConversationActor::start_in_arbiter(arbiter, make)
         };
-        self.actors.insert(id, Entry { addr: addr.clone(), last_used: Instant::now() });
+        self.actors.insert(
+            id,
+            Entry {
+                addr: addr.clone(),
+                last_used: Instant::now(),
+            },
+        );
         metrics::conversation_actors(self.actors.len());
         addr
     }
@@ -80,7 +91,8 @@ impl Actor for ConversationRegistry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(SWEEP_EVERY, |registry, _| registry.sweep());
+        let every = SWEEP_EVERY.min(self.deps.config.conversation_idle());
+        ctx.run_interval(every, |registry, _| registry.sweep());
     }
 }
 
@@ -115,7 +127,9 @@ impl Handler<Envelope> for ConversationRegistry {
                 }
             }
         }
-        let _ = envelope.reply.send(Err(ConversationError::Unavailable("conversation actor unavailable".into())));
+        let _ = envelope.reply.send(Err(ConversationError::Unavailable(
+            "conversation actor unavailable".into(),
+        )));
     }
 }
 

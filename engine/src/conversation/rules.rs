@@ -44,18 +44,15 @@ pub fn check_body(body: &MessageBody, limit: usize) -> Result<(), ConversationEr
         return Err(ConversationError::BodyTooLarge { size, limit });
     }
     if body.text.trim().is_empty() && body.attachments.is_empty() {
-        return Err(ConversationError::Invalid("message has no text and no attachments".into()));
+        return Err(ConversationError::Invalid(
+            "message has no text and no attachments".into(),
+        ));
     }
     Ok(())
 }
 
 /// May `sender` edit `target` now?
-pub fn check_edit(
-    sender: UserId,
-    target: &Event,
-    now: UnixMillis,
-    window: Duration,
-) -> Result<(), ConversationError> {
+pub fn check_edit(sender: UserId, target: &Event, now: UnixMillis, window: Duration) -> Result<(), ConversationError> {
     let EventKind::Message { recalled_by, .. } = &target.kind else {
         return Err(ConversationError::Invalid("only messages can be edited".into()));
     };
@@ -92,7 +89,9 @@ pub fn check_recall(
         return Ok(());
     }
     if target.sender != actor {
-        return Err(ConversationError::Forbidden("only the author or a group admin may recall"));
+        return Err(ConversationError::Forbidden(
+            "only the author or a group admin may recall",
+        ));
     }
     if !within(target.at, now, window) {
         return Err(ConversationError::EditWindowPassed(window));
@@ -121,14 +120,19 @@ pub fn plan_change(
             let mut added: Vec<Member> = Vec::new();
             for user in users {
                 if !facts.members.contains_key(user) && !added.iter().any(|m| m.user == *user) {
-                    added.push(Member { user: *user, role: MemberRole::Member });
+                    added.push(Member {
+                        user: *user,
+                        role: MemberRole::Member,
+                    });
                 }
             }
             if added.is_empty() {
                 return Ok(None);
             }
             if facts.members.len() + added.len() > facts.max_members {
-                return Err(ConversationError::GroupFull { limit: facts.max_members });
+                return Err(ConversationError::GroupFull {
+                    limit: facts.max_members,
+                });
             }
             let effects = added.iter().copied().map(Effect::PutMember).collect();
             Ok(Some((EventKind::MembersAdded { members: added }, effects)))
@@ -140,7 +144,10 @@ pub fn plan_change(
             }
             require(role >= MemberRole::Admin, "only admins may remove members")?;
             require(role > target_role, "you may only remove members below your role")?;
-            Ok(Some((EventKind::MemberRemoved { user: *user }, vec![Effect::RemoveMember(*user)])))
+            Ok(Some((
+                EventKind::MemberRemoved { user: *user },
+                vec![Effect::RemoveMember(*user)],
+            )))
         }
         GroupChange::Leave => {
             if role == MemberRole::Owner && facts.members.len() > 1 {
@@ -148,20 +155,37 @@ pub fn plan_change(
                     "the owner must hand ownership to another member before leaving",
                 ));
             }
-            Ok(Some((EventKind::MemberLeft { user: actor }, vec![Effect::RemoveMember(actor)])))
+            Ok(Some((
+                EventKind::MemberLeft { user: actor },
+                vec![Effect::RemoveMember(actor)],
+            )))
         }
         GroupChange::SetRole { user, role: new_role } => {
             require(role == MemberRole::Owner, "only the owner may change roles")?;
             facts.role_of(*user)?;
             if *user == actor {
-                return Err(ConversationError::Invalid("the owner cannot change their own role".into()));
+                return Err(ConversationError::Invalid(
+                    "the owner cannot change their own role".into(),
+                ));
             }
-            let mut effects = vec![Effect::PutMember(Member { user: *user, role: *new_role })];
+            let mut effects = vec![Effect::PutMember(Member {
+                user: *user,
+                role: *new_role,
+            })];
             if *new_role == MemberRole::Owner {
                 // Ownership moves: the previous owner becomes an admin.
-                effects.push(Effect::PutMember(Member { user: actor, role: MemberRole::Admin }));
+                effects.push(Effect::PutMember(Member {
+                    user: actor,
+                    role: MemberRole::Admin,
+                }));
             }
-            Ok(Some((EventKind::RoleChanged { user: *user, role: *new_role }, effects)))
+            Ok(Some((
+                EventKind::RoleChanged {
+                    user: *user,
+                    role: *new_role,
+                },
+                effects,
+            )))
         }
         GroupChange::Rename { name } => {
             require(role >= MemberRole::Admin, "only admins may rename the group")?;
@@ -172,7 +196,10 @@ pub fn plan_change(
                     facts.max_name_bytes
                 )));
             }
-            Ok(Some((EventKind::Renamed { name: name.to_owned() }, vec![Effect::Rename(name.to_owned())])))
+            Ok(Some((
+                EventKind::Renamed { name: name.to_owned() },
+                vec![Effect::Rename(name.to_owned())],
+            )))
         }
     }
 }
@@ -196,7 +223,11 @@ mod tests {
     const CAROL: UserId = UserId(3);
 
     fn group() -> HashMap<UserId, MemberRole> {
-        HashMap::from([(ALICE, MemberRole::Owner), (BOB, MemberRole::Admin), (CAROL, MemberRole::Member)])
+        HashMap::from([
+            (ALICE, MemberRole::Owner),
+            (BOB, MemberRole::Admin),
+            (CAROL, MemberRole::Member),
+        ])
     }
 
     fn facts(members: &HashMap<UserId, MemberRole>) -> Facts<'_> {
@@ -217,7 +248,10 @@ mod tests {
             at,
             kind: EventKind::Message {
                 client_msg_id: ClientMsgId::parse("m").expect("valid id"),
-                body: MessageBody { text: "hi".into(), ..Default::default() },
+                body: MessageBody {
+                    text: "hi".into(),
+                    ..Default::default()
+                },
                 edited_by: None,
                 recalled_by: None,
             },
@@ -229,10 +263,18 @@ mod tests {
         let members = group();
         let f = facts(&members);
         let add = GroupChange::AddMembers { users: vec![UserId(7)] };
-        assert!(matches!(plan_change(&f, CAROL, &add), Err(ConversationError::Forbidden(_))));
+        assert!(matches!(
+            plan_change(&f, CAROL, &add),
+            Err(ConversationError::Forbidden(_))
+        ));
         assert!(plan_change(&f, BOB, &add).expect("admin may add").is_some());
-        let too_many = GroupChange::AddMembers { users: vec![UserId(7), UserId(8)] };
-        assert!(matches!(plan_change(&f, BOB, &too_many), Err(ConversationError::GroupFull { limit: 4 })));
+        let too_many = GroupChange::AddMembers {
+            users: vec![UserId(7), UserId(8)],
+        };
+        assert!(matches!(
+            plan_change(&f, BOB, &too_many),
+            Err(ConversationError::GroupFull { limit: 4 })
+        ));
         let existing = GroupChange::AddMembers { users: vec![CAROL] };
         assert!(plan_change(&f, BOB, &existing).expect("no-op").is_none());
     }
@@ -244,19 +286,32 @@ mod tests {
         let remove_owner = GroupChange::RemoveMember { user: ALICE };
         assert!(plan_change(&f, BOB, &remove_owner).is_err());
         let remove_carol = GroupChange::RemoveMember { user: CAROL };
-        assert!(plan_change(&f, BOB, &remove_carol).expect("admin removes member").is_some());
+        assert!(plan_change(&f, BOB, &remove_carol)
+            .expect("admin removes member")
+            .is_some());
         assert!(plan_change(&f, ALICE, &GroupChange::Leave).is_err());
-        assert!(plan_change(&f, CAROL, &GroupChange::Leave).expect("member leaves").is_some());
-        assert!(matches!(plan_change(&f, UserId(99), &GroupChange::Leave), Err(ConversationError::NotMember(_))));
+        assert!(plan_change(&f, CAROL, &GroupChange::Leave)
+            .expect("member leaves")
+            .is_some());
+        assert!(matches!(
+            plan_change(&f, UserId(99), &GroupChange::Leave),
+            Err(ConversationError::NotMember(_))
+        ));
     }
 
     #[test]
     fn ownership_transfer_demotes_the_previous_owner() {
         let members = group();
         let f = facts(&members);
-        let change = GroupChange::SetRole { user: BOB, role: MemberRole::Owner };
+        let change = GroupChange::SetRole {
+            user: BOB,
+            role: MemberRole::Owner,
+        };
         let (_, effects) = plan_change(&f, ALICE, &change).expect("allowed").expect("some");
-        assert!(effects.contains(&Effect::PutMember(Member { user: ALICE, role: MemberRole::Admin })));
+        assert!(effects.contains(&Effect::PutMember(Member {
+            user: ALICE,
+            role: MemberRole::Admin
+        })));
         assert!(plan_change(&f, BOB, &change).is_err());
     }
 
@@ -276,7 +331,10 @@ mod tests {
         let window = Duration::from_secs(120);
         let msg = message(CAROL, 1_000);
         assert!(check_edit(CAROL, &msg, 1_000 + 119_000, window).is_ok());
-        assert!(matches!(check_edit(CAROL, &msg, 1_000 + 121_000, window), Err(ConversationError::EditWindowPassed(_))));
+        assert!(matches!(
+            check_edit(CAROL, &msg, 1_000 + 121_000, window),
+            Err(ConversationError::EditWindowPassed(_))
+        ));
         assert!(check_edit(BOB, &msg, 2_000, window).is_err());
         // Admin recalls anything, any time; a member only their own within the window.
         assert!(check_recall(&f, BOB, MemberRole::Admin, &msg, 10_000_000, window).is_ok());
@@ -288,7 +346,13 @@ mod tests {
     fn empty_and_oversized_bodies_are_refused() {
         let empty = MessageBody::default();
         assert!(matches!(check_body(&empty, 100), Err(ConversationError::Invalid(_))));
-        let big = MessageBody { text: "x".repeat(200), ..Default::default() };
-        assert!(matches!(check_body(&big, 100), Err(ConversationError::BodyTooLarge { .. })));
+        let big = MessageBody {
+            text: "x".repeat(200),
+            ..Default::default()
+        };
+        assert!(matches!(
+            check_body(&big, 100),
+            Err(ConversationError::BodyTooLarge { .. })
+        ));
     }
 }

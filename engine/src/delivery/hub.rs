@@ -44,11 +44,7 @@ pub struct SessionHub {
 }
 
 impl SessionHub {
-    pub fn new(
-        store: Arc<dyn Store>,
-        encoder: Arc<dyn EventEncoder>,
-        presence_fanout_max_members: usize,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, encoder: Arc<dyn EventEncoder>, presence_fanout_max_members: usize) -> Self {
         Self {
             store,
             encoder,
@@ -128,7 +124,13 @@ impl SessionHub {
         delivered
     }
 
-    fn kick(&mut self, user: UserId, reason: DisconnectReason, mut which: impl FnMut(&Connection) -> bool, ctx: &mut Context<Self>) -> usize {
+    fn kick(
+        &mut self,
+        user: UserId,
+        reason: DisconnectReason,
+        mut which: impl FnMut(&Connection) -> bool,
+        ctx: &mut Context<Self>,
+    ) -> usize {
         let mut kicked = 0;
         if let Some(list) = self.connections.get(&user) {
             for conn in list.iter().filter(|c| which(c)) {

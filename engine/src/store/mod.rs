@@ -71,9 +71,14 @@ pub enum Effect {
     RemoveMember(UserId),
     Rename(String),
     /// Replace the body of message `target` and mark it edited by the appended event.
-    ReviseMessage { target: Seq, body: MessageBody },
+    ReviseMessage {
+        target: Seq,
+        body: MessageBody,
+    },
     /// Empty message `target` and mark it recalled by the appended event.
-    RecallMessage { target: Seq },
+    RecallMessage {
+        target: Seq,
+    },
 }
 
 /// One event to append, with what must change with it.
@@ -139,12 +144,7 @@ pub trait ConversationStore: Send + Sync + 'static {
     /// Every member's receipt cursors.
     async fn receipts(&self, id: ConversationId) -> Result<Vec<(UserId, Receipt)>, StoreError>;
     /// Store a member's cursors. The caller has already merged them monotonically.
-    async fn save_receipt(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        receipt: Receipt,
-    ) -> Result<(), StoreError>;
+    async fn save_receipt(&self, id: ConversationId, user: UserId, receipt: Receipt) -> Result<(), StoreError>;
 }
 
 #[async_trait]
