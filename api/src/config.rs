@@ -63,6 +63,9 @@ pub struct ServerConfig {
     /// Browser origins allowed to open WebSockets (exact match, e.g. "https://chat.example.com").
     /// Requests without an Origin header (native clients) are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Addresses of reverse proxies (nginx) in front of this node. Only for requests from these
+    /// peers is `X-Forwarded-For` believed, so login throttling counts real client addresses.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Serve HTTPS/WSS with this certificate chain and key (PEM files). Both or neither.
     /// `roost cert dev` makes a self-signed pair for development.
     pub tls_cert: Option<PathBuf>,
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             workers: 0,
             engine_workers: 0,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             tls_cert: None,
             tls_key: None,
             heartbeat_secs: 30,
@@ -825,6 +829,11 @@ pub const DOCS: &[SectionDoc] = &[
                 "Browser origins allowed to open WebSockets (exact match, e.g. \"https://chat.example.com\").\n\
                  Requests without an Origin header (native clients) are always allowed.",
             ),
+            field(
+                "trusted_proxies",
+                "Addresses of reverse proxies (nginx) in front of this node. Only for requests from these\n\
+                 peers is `X-Forwarded-For` believed, so login throttling counts real client addresses.",
+            ),
             optional(
                 "tls_cert",
                 "Serve HTTPS/WSS with this certificate chain and key (PEM files). Both or neither.\n\
@@ -863,8 +872,8 @@ pub const DOCS: &[SectionDoc] = &[
             field(
                 "durability",
                 "`immediate`: every acknowledged write is fsync'd (group commit batches them).\n\
-                 `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; an ack then\n\
-                 survives a process crash but not a power loss.",
+                 `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; a crash\n\
+                 (even of the process alone) can then lose up to that interval of acknowledged writes.",
             ),
             field("max_batch", "Most writes in one group commit."),
             field(

@@ -114,6 +114,30 @@ pub async fn run_metrics_upkeep(handle: PrometheusHandle, every: Duration) {
     }
 }
 
+/// Record the process's CPU time and resident memory as `process_cpu_seconds_total` and
+/// `process_resident_memory_bytes` (the Prometheus conventions), read from /proc. Called when
+/// /metrics is rendered so the values are current; a no-op where /proc is missing.
+pub fn record_process_metrics() {
+    // Linux reports CPU time in clock ticks (USER_HZ, 100 on every mainstream architecture) and
+    // memory in pages (4 KiB on x86_64 and aarch64 defaults).
+    const TICKS_PER_SEC: f64 = 100.0;
+    const PAGE_BYTES: f64 = 4096.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which is in parentheses and may contain spaces).
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+            // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+            gauge!("process_cpu_seconds_total").set((ticks(11) + ticks(12)) / TICKS_PER_SEC);
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        if let Some(pages) = statm.split_whitespace().nth(1).and_then(|f| f.parse::<f64>().ok()) {
+            gauge!("process_resident_memory_bytes").set(pages * PAGE_BYTES);
+        }
+    }
+}
+
 /// WebSocket sessions open in this process, counted by [`ws_connected`]/[`ws_disconnected`];
 /// shutdown waits for it to reach zero.
 static WS_OPEN: AtomicI64 = AtomicI64::new(0);
@@ -151,19 +175,9 @@ pub fn frames_received(kind: &'static str) {
     counter!("roost_api_ws_frames_received_total", "type" => kind).increment(1);
 }
 
-/// A text frame arrived, counted before decoding: `frames_received("text")`.
-pub fn frame_received() {
-    frames_received("text");
-}
-
 /// An error was returned to a client (REST or WebSocket).
 pub fn client_errors(code: ErrorCode) {
     counter!("roost_api_client_errors_total", "code" => code_label(code)).increment(1);
-}
-
-/// Same as [`client_errors`].
-pub fn client_error(code: ErrorCode) {
-    client_errors(code);
 }
 
 /// The stable snake_case name of an error code, as clients see it.

@@ -95,7 +95,15 @@ pub async fn create_session(
         device,
     } = body.into_inner();
     let device = device.unwrap_or_default();
-    let outcome = state.auth.login(&username, &password, device, client_ip(&req)).await?;
+    let outcome = state
+        .auth
+        .login(
+            &username,
+            &password,
+            device,
+            client_ip(&req, &state.config.server.trusted_proxies),
+        )
+        .await?;
     Ok(web::Json(LoginResponse {
         token: outcome.token,
         expires_at: outcome.session.expires_at,

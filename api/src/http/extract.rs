@@ -75,9 +75,25 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
 /// The address of the TCP peer. Behind a reverse proxy this is the proxy's address: forwarded
 /// headers are not trusted, because any client can set them to dodge login throttling. When no
 /// peer address is known (tests, Unix sockets) every such request shares the unspecified address.
-pub fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |addr| addr.ip())
+///
+/// When the peer is one of `trusted_proxies`, the client is the rightmost `X-Forwarded-For`
+/// entry that is not itself a trusted proxy (entries to its left can be forged by the client).
+pub fn client_ip(req: &HttpRequest, trusted_proxies: &[IpAddr]) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |addr| addr.ip());
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    let forwarded = req.headers().get_all("x-forwarded-for").filter_map(|v| v.to_str().ok());
+    let hops: Vec<IpAddr> = forwarded
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|hop| !trusted_proxies.contains(hop))
+        .unwrap_or(peer)
 }
 
 #[cfg(test)]
@@ -114,8 +130,28 @@ mod tests {
             .peer_addr(peer)
             .insert_header(("X-Forwarded-For", "203.0.113.1"))
             .to_http_request();
-        assert_eq!(client_ip(&req), peer.ip());
+        assert_eq!(client_ip(&req, &[]), peer.ip());
         let unknown = TestRequest::default().to_http_request();
-        assert_eq!(client_ip(&unknown), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(client_ip(&unknown, &[]), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: SocketAddr = "10.0.0.2:5555".parse().expect("addr");
+        let trusted = [proxy.ip()];
+        let req = TestRequest::default()
+            .peer_addr(proxy)
+            .insert_header(("X-Forwarded-For", "6.6.6.6, 203.0.113.9"))
+            .to_http_request();
+        // The client could forge the left entry; the proxy appended the right one.
+        assert_eq!(client_ip(&req, &trusted), "203.0.113.9".parse::<IpAddr>().expect("ip"));
+        let direct = TestRequest::default()
+            .peer_addr("198.51.100.7:1".parse().expect("addr"))
+            .insert_header(("X-Forwarded-For", "203.0.113.9"))
+            .to_http_request();
+        assert_eq!(
+            client_ip(&direct, &trusted),
+            "198.51.100.7".parse::<IpAddr>().expect("ip")
+        );
     }
 }

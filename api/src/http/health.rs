@@ -45,8 +45,10 @@ async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// # `GET /metrics`
 ///
-/// Prometheus text exposition of every `roost_*` metric.
+/// Prometheus text exposition of every `roost_*` metric, plus the process's CPU time and
+/// resident memory.
 async fn get_metrics(handle: web::Data<PrometheusHandle>) -> HttpResponse {
+    crate::telemetry::record_process_metrics();
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(handle.render())

@@ -99,7 +99,7 @@ impl WsSession {
     }
 
     fn send_error(&self, ctx: &mut ws::WebsocketContext<Self>, reference: Option<&str>, error: &ApiError) {
-        telemetry::client_error(error.code);
+        telemetry::client_errors(error.code);
         self.send_bytes(ctx, ServerFrame::error(reference, error));
     }
 
@@ -525,10 +525,11 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         self.last_heard = Instant::now();
         match item {
             Ok(ws::Message::Text(text)) => {
-                telemetry::frame_received();
+                telemetry::frames_received("text");
                 self.on_text(&text, ctx);
             }
             Ok(ws::Message::Binary(_)) => {
+                telemetry::frames_received("binary");
                 let error = ApiError::new(
                     ErrorCode::UnsupportedFrame,
                     "binary frames are not supported; send JSON text",
@@ -545,7 +546,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => {
-                telemetry::client_error(ErrorCode::FrameTooLarge);
+                telemetry::client_errors(ErrorCode::FrameTooLarge);
                 let limit = self.state.config.limits.max_frame_bytes;
                 self.close(ctx, CloseCode::Size, &format!("frame larger than {limit} bytes"));
             }

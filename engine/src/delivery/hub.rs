@@ -82,9 +82,8 @@ impl SessionHub {
         let max_members = self.presence_fanout_max_members;
         let lookup = async move {
             if let Some(at) = last_seen {
-                if let Ok(Some(mut record)) = store.user(user).await {
-                    record.last_seen = Some(at);
-                    let _ = store.update_user(&record).await;
+                if let Err(error) = store.set_last_seen(user, at).await {
+                    tracing::debug!(%user, %error, "Recording last seen failed.");
                 }
             }
             contacts_of(store.as_ref(), user, max_members).await

@@ -287,6 +287,10 @@ impl AccountStore for EmbeddedStore {
         .await
     }
 
+    async fn set_last_seen(&self, user: UserId, at: UnixMillis) -> Result<(), StoreError> {
+        self.submit(false, move |t| t.set_last_seen(user, at)).await
+    }
+
     async fn update_user(&self, user: &User) -> Result<(), StoreError> {
         let user = user.clone();
         self.submit(false, move |t| t.update_user(user)).await

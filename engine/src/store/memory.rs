@@ -228,6 +228,16 @@ impl AccountStore for MemoryStore {
         Ok(id.and_then(|id| inner.users.get(&id).cloned()))
     }
 
+    async fn set_last_seen(&self, user: UserId, at: UnixMillis) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let stored = inner
+            .users
+            .get_mut(&user)
+            .ok_or(StoreError::NotFound { what: "user" })?;
+        stored.last_seen = Some(at);
+        Ok(())
+    }
+
     async fn update_user(&self, user: &User) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
         let stored = inner

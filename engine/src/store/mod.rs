@@ -118,6 +118,9 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Overwrite a user's mutable fields (display name, password hash, role, disabled,
     /// last seen). `NotFound` if the id does not exist.
     async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Record when the user was last seen, touching no other field (so it cannot race with an
+    /// administrator's change such as disabling the account). `NotFound` if the id does not exist.
+    async fn set_last_seen(&self, user: UserId, at: UnixMillis) -> Result<(), StoreError>;
     /// Users ordered by id, starting after `after`.
     async fn list_users(&self, after: Option<UserId>, limit: usize) -> Result<Vec<User>, StoreError>;
 

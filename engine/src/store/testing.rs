@@ -65,6 +65,7 @@ pub fn cases() -> Vec<(&'static str, Case)> {
         user_by_name_is_case_insensitive,
         duplicate_username_is_rejected,
         update_user_overwrites_mutable_fields,
+        set_last_seen_touches_nothing_else,
         list_users_pages_by_id,
         sessions_insert_get_delete,
         delete_user_sessions_removes_only_that_user,

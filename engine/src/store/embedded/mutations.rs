@@ -133,6 +133,17 @@ impl<'txn> WriteTables<'txn> {
         Ok(Ok(()))
     }
 
+    pub(super) fn set_last_seen(&mut self, user: UserId, at: UnixMillis) -> Step<()> {
+        let Some(bytes) = self.users.get(user.0)? else {
+            return Ok(Err(StoreError::NotFound { what: "user" }));
+        };
+        let mut stored: User = decode(bytes.value(), "a user")?;
+        drop(bytes);
+        stored.last_seen = Some(at);
+        self.users.insert(user.0, encode(&stored)?.as_slice())?;
+        Ok(Ok(()))
+    }
+
     pub(super) fn insert_session(&mut self, session: SessionRecord) -> Step<()> {
         // A session with the same token hash is replaced, with its index entries.
         self.delete_session(&session.token_hash)??;

@@ -205,3 +205,25 @@ pub async fn purge_expired_sessions_removes_only_expired(store: Arc<dyn Store>) 
         0
     );
 }
+
+/// `set_last_seen` changes that one field: a concurrent disable is never undone by it.
+pub async fn set_last_seen_touches_nothing_else(store: Arc<dyn Store>) {
+    let gina = create_user(&*store, "gina").await;
+    let disabled = User {
+        disabled: true,
+        ..gina.clone()
+    };
+    store.update_user(&disabled).await.expect("disable");
+    store
+        .set_last_seen(gina.id, 1_700_000_999_000)
+        .await
+        .expect("set_last_seen");
+    let stored = store.user(gina.id).await.expect("user").expect("exists");
+    assert_eq!(stored.last_seen, Some(1_700_000_999_000));
+    assert!(stored.disabled, "set_last_seen must not resurrect a disabled account");
+    let missing = store.set_last_seen(UserId(gina.id.0 + 1000), 1).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "unknown id is NotFound, got {missing:?}"
+    );
+}
