@@ -1,4 +1,4 @@
-//! Newtype identifiers: users, conversations, sequence numbers and client message ids.
+//! Newtype identifiers: users, conversations, nodes, sequence numbers and client message ids.
 //!
 //! Every id that crosses a module boundary is a newtype so a `UserId` can never be passed where a
 //! `ConversationId` is expected. Numeric ids are assigned by the store; `ClientMsgId` is chosen by
@@ -16,6 +16,16 @@ pub struct UserId(pub u64);
 /// A conversation (direct 1:1 or group), assigned by the store when it is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConversationId(pub u64);
+
+/// A Roost node (a process serving connections). Names where a user's connections live in the
+/// presence directory; in a cluster it is the node's configured id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u64);
+
+impl NodeId {
+    /// The id of a node that runs alone (no cluster and no configured id).
+    pub const STANDALONE: NodeId = NodeId(1);
+}
 
 /// Position of an event in its conversation. Dense: 1, 2, 3, ... with no gaps, assigned only by
 /// the conversation's owning actor. `Seq(0)` means "nothing yet".
@@ -92,7 +102,7 @@ macro_rules! display_inner {
         }
     )*};
 }
-display_inner!(UserId, ConversationId, Seq, ClientMsgId);
+display_inner!(UserId, ConversationId, NodeId, Seq, ClientMsgId);
 
 #[cfg(test)]
 mod tests {

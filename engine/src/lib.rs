@@ -6,6 +6,9 @@
 //! - [`conversation`]: one `ConversationActor` per active conversation sequences, de-duplicates,
 //!   persists and fans out; `ConversationRegistry` spawns and stops them behind [`placement`].
 //! - [`delivery`]: the `SessionHub` that knows which connections each user has on this node.
+//! - [`presence`]: the presence directory (who is online on which node, last seen) and shared
+//!   rate-limit counters: in process (`LocalPresence`) or in Redis (`RedisPresence`, feature
+//!   `redis`).
 //!
 //! Architecture invariant: this crate knows nothing of HTTP, JSON or openraft. Outgoing events
 //! are turned into bytes by an [`delivery::EventEncoder`] that the API layer provides, once per
@@ -20,6 +23,7 @@ pub mod ids;
 pub mod metrics;
 pub mod model;
 pub mod placement;
+pub mod presence;
 pub mod service;
 pub mod store;
 

@@ -48,3 +48,8 @@ pub fn conversation_actors(count: usize) {
 pub fn online_users(count: usize) {
     gauge!("roost_engine_online_users").set(count as f64);
 }
+
+/// A presence directory call failed or timed out (presence degrades; nothing else does).
+pub fn presence_error(operation: &'static str) {
+    counter!("roost_engine_presence_errors_total", "operation" => operation).increment(1);
+}
