@@ -24,6 +24,7 @@ use crate::delivery::hub::SessionHub;
 use crate::delivery::EventEncoder;
 use crate::error::ConversationError;
 use crate::ids::ConversationId;
+use crate::ids::NodeId;
 use crate::ids::Seq;
 use crate::ids::UserId;
 use crate::model::Conversation;
@@ -35,6 +36,8 @@ use crate::model::MemberRole;
 use crate::model::NewConversation;
 use crate::model::Receipt;
 use crate::placement::Placement;
+use crate::presence::LocalPresence;
+use crate::presence::PresenceDirectory;
 use crate::store::Direction;
 use crate::store::PageRequest;
 use crate::store::Store;
@@ -70,11 +73,13 @@ pub struct Engine {
     hub: Addr<SessionHub>,
     config: Arc<EngineConfig>,
     arbiters: Arc<Vec<ArbiterHandle>>,
+    presence: Arc<dyn PresenceDirectory>,
+    node: NodeId,
 }
 
 impl Engine {
-    /// Start the hub, the registry and `workers` arbiters for conversation actors. Must run
-    /// inside an actix `System`.
+    /// Start a standalone node: [`Engine::start_with`] an in-process [`LocalPresence`] (started
+    /// on the current arbiter) as [`NodeId::STANDALONE`]. Must run inside an actix `System`.
     pub fn start(
         store: Arc<dyn Store>,
         encoder: Arc<dyn EventEncoder>,
@@ -82,14 +87,30 @@ impl Engine {
         config: EngineConfig,
         workers: usize,
     ) -> Engine {
+        let presence = Arc::new(LocalPresence::start());
+        Self::start_with(store, encoder, placement, config, workers, presence, NodeId::STANDALONE)
+    }
+
+    /// Start the hub (reporting to `presence` as `node`), the registry and `workers` arbiters
+    /// for conversation actors. Must run inside an actix `System`.
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        encoder: Arc<dyn EventEncoder>,
+        placement: Arc<dyn Placement>,
+        config: EngineConfig,
+        workers: usize,
+        presence: Arc<dyn PresenceDirectory>,
+        node: NodeId,
+    ) -> Engine {
         let config = Arc::new(config);
+        let hub_presence = presence.clone();
         let hub_store = store.clone();
         let hub_encoder = encoder.clone();
         let presence_max = config.presence_fanout_max_members;
         let hub_arbiter = Arbiter::new().handle();
         let registry_arbiter = Arbiter::new().handle();
         let hub = SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
-            SessionHub::new(hub_store, hub_encoder, presence_max)
+            SessionHub::new(hub_store, hub_encoder, presence_max, hub_presence, node)
         });
         let deps = Arc::new(Deps {
             store: store.clone(),
@@ -110,6 +131,8 @@ impl Engine {
             hub,
             config,
             arbiters: Arc::new(arbiters),
+            presence,
+            node,
         }
     }
 
@@ -135,6 +158,17 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The presence directory: shared rate-limit counters ([`PresenceDirectory::hit`]) and its
+    /// health ([`PresenceDirectory::healthy`]) for readiness details.
+    pub fn presence(&self) -> &Arc<dyn PresenceDirectory> {
+        &self.presence
+    }
+
+    /// This node's id in the presence directory.
+    pub fn node(&self) -> NodeId {
+        self.node
     }
 
     /// Enqueue a command now; the receiver yields its outcome.

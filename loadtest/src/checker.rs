@@ -104,7 +104,12 @@ fn index_histories(evidence: &Evidence, verdict: &mut Verdict) -> Index {
             if event.seq > expected {
                 let missing = event.seq - expected;
                 verdict.history_gaps += missing;
-                verdict.example(|| format!("conversation {conversation}: history skips seqs {expected}..{}", event.seq - 1));
+                verdict.example(|| {
+                    format!(
+                        "conversation {conversation}: history skips seqs {expected}..{}",
+                        event.seq - 1
+                    )
+                });
             } else if event.seq < expected {
                 verdict.history_duplicates += 1;
                 verdict.example(|| format!("conversation {conversation}: history repeats seq {}", event.seq));
@@ -120,7 +125,10 @@ fn index_histories(evidence: &Evidence, verdict: &mut Verdict) -> Index {
         if seqs.len() > 1 {
             verdict.history_duplicates += seqs.len() as u64 - 1;
             verdict.example(|| {
-                format!("conversation {conversation}: {} stored at seqs {seqs:?}", key.client_msg_id())
+                format!(
+                    "conversation {conversation}: {} stored at seqs {seqs:?}",
+                    key.client_msg_id()
+                )
             });
         }
     }
@@ -150,7 +158,8 @@ pub fn check(evidence: &Evidence) -> Verdict {
             Some(stored) => {
                 for seq in ack_seqs.iter().filter(|s| !stored.contains(s)) {
                     verdict.ack_mismatch += 1;
-                    verdict.example(|| format!("conversation {conversation}: {id} acked at {seq}, stored at {stored:?}"));
+                    verdict
+                        .example(|| format!("conversation {conversation}: {id} acked at {seq}, stored at {stored:?}"));
                 }
             }
         }
@@ -262,7 +271,10 @@ mod tests {
             key: key(0),
         });
         let verdict = check(&e);
-        assert_eq!(verdict.ack_mismatch, 2, "two acks disagree, and one names a seq not stored");
+        assert_eq!(
+            verdict.ack_mismatch, 2,
+            "two acks disagree, and one names a seq not stored"
+        );
     }
 
     #[test]

@@ -150,13 +150,19 @@ impl RunConfig {
         for g in &self.groups {
             need(
                 g.size <= self.users,
-                format!("groups of {} need at least that many users (have {})", g.size, self.users),
+                format!(
+                    "groups of {} need at least that many users (have {})",
+                    g.size, self.users
+                ),
             );
         }
         let slots = self.sender_capacity();
         need(
             self.senders <= slots,
-            format!("senders ({}) exceed the member slots of all conversations ({slots})", self.senders),
+            format!(
+                "senders ({}) exceed the member slots of all conversations ({slots})",
+                self.senders
+            ),
         );
         need(
             self.rate == 0.0 || self.senders > 0,

@@ -105,7 +105,10 @@ impl HttpClient {
         if !(200..300).contains(&status) {
             let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(&bytes) {
                 Ok(e) => (e.error.code, e.error.message),
-                Err(_) => ("-".to_owned(), String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                Err(_) => (
+                    "-".to_owned(),
+                    String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                ),
             };
             return Err(HttpError::Status {
                 method: method.to_owned(),
@@ -326,7 +329,10 @@ mod tests {
         let body = serde_json::json!({"k": "v"});
         let b: serde_json::Value = client.json("POST", "/y", Some("t"), Some(&body)).await.expect("second");
         assert_eq!(b["a"], 2);
-        let err = client.json::<serde_json::Value>("GET", "/z", None, None).await.expect_err("409");
+        let err = client
+            .json::<serde_json::Value>("GET", "/z", None, None)
+            .await
+            .expect_err("409");
         assert_eq!(err.code(), Some("conflict"));
     }
 }

@@ -25,7 +25,9 @@ pub const USER_PASSWORD: &str = "roost-loadtest-password";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("admin login as `{user}` failed (create it with `roost user add --admin`, pass --admin-password): {source}")]
+    #[error(
+        "admin login as `{user}` failed (create it with `roost user add --admin`, pass --admin-password): {source}"
+    )]
     AdminLogin {
         user: String,
         #[source]
@@ -121,7 +123,10 @@ pub async fn provision(config: &RunConfig, plan: &Plan, admin_token: String) -> 
             let body = json!({ "username": username, "password": USER_PASSWORD, "display_name": username });
             let n = clients.len();
             let client = &mut clients[i % n];
-            let result = match client.json::<IdOnly>("POST", "/v1/admin/users", Some(&token), Some(&body)).await {
+            let result = match client
+                .json::<IdOnly>("POST", "/v1/admin/users", Some(&token), Some(&body))
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(e) if e.code() == Some("conflict") => Ok(()),
                 Err(source) => Err(ProvisionError::CreateUser { username, source }),
@@ -169,33 +174,38 @@ async fn create_conversations(config: &RunConfig, plan: &Plan, users: &[User]) -
     let planned = Arc::new(plan.conversations.clone());
     let prefix = config.user_prefix.clone();
     let count = planned.len();
-    pool::run(&config.targets, count, config.setup_concurrency, move |index, mut clients| {
-        let users = Arc::clone(&users);
-        let planned = Arc::clone(&planned);
-        let name = format!("{prefix} g{index}");
-        async move {
-            let c = &planned[index];
-            let creator = &users[c.members[0]];
-            let client = &mut clients[creator.target];
-            let body = match c.kind {
-                Kind::Direct => json!({ "peer": users[c.members[1]].id }),
-                Kind::Group => {
-                    let others: Vec<u64> = c.members[1..].iter().map(|&m| users[m].id).collect();
-                    json!({ "name": name, "members": others })
-                }
-            };
-            let path = match c.kind {
-                Kind::Direct => "/v1/conversations/direct",
-                Kind::Group => "/v1/conversations/groups",
-            };
-            let result = client
-                .json::<IdOnly>("POST", path, Some(&creator.token), Some(&body))
-                .await
-                .map(|c| c.id)
-                .map_err(|source| ProvisionError::Conversation { index, source });
-            (clients, result)
-        }
-    })
+    pool::run(
+        &config.targets,
+        count,
+        config.setup_concurrency,
+        move |index, mut clients| {
+            let users = Arc::clone(&users);
+            let planned = Arc::clone(&planned);
+            let name = format!("{prefix} g{index}");
+            async move {
+                let c = &planned[index];
+                let creator = &users[c.members[0]];
+                let client = &mut clients[creator.target];
+                let body = match c.kind {
+                    Kind::Direct => json!({ "peer": users[c.members[1]].id }),
+                    Kind::Group => {
+                        let others: Vec<u64> = c.members[1..].iter().map(|&m| users[m].id).collect();
+                        json!({ "name": name, "members": others })
+                    }
+                };
+                let path = match c.kind {
+                    Kind::Direct => "/v1/conversations/direct",
+                    Kind::Group => "/v1/conversations/groups",
+                };
+                let result = client
+                    .json::<IdOnly>("POST", path, Some(&creator.token), Some(&body))
+                    .await
+                    .map(|c| c.id)
+                    .map_err(|source| ProvisionError::Conversation { index, source });
+                (clients, result)
+            }
+        },
+    )
     .await
 }
 

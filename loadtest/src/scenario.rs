@@ -40,7 +40,9 @@ impl FromStr for GroupSpec {
         let size: usize = size.trim().parse().map_err(|_| bad())?;
         let count: usize = count.trim().parse().map_err(|_| bad())?;
         if size < 2 || count == 0 {
-            return Err(format!("`{text}`: groups need at least 2 members and a count of at least 1"));
+            return Err(format!(
+                "`{text}`: groups need at least 2 members and a count of at least 1"
+            ));
         }
         Ok(GroupSpec { size, count })
     }
@@ -113,10 +115,7 @@ impl Scenario {
             path: display.clone(),
             source,
         })?;
-        let mut scenario = Scenario::parse(&text).map_err(|message| ScenarioError::Parse {
-            path: display,
-            message,
-        })?;
+        let mut scenario = Scenario::parse(&text).map_err(|message| ScenarioError::Parse { path: display, message })?;
         if scenario.name.is_none() {
             scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
@@ -184,7 +183,10 @@ mod tests {
         assert_eq!(s.users, Some(2000));
         assert_eq!(
             s.groups,
-            Some(vec![GroupSpec { size: 100, count: 20 }, GroupSpec { size: 10, count: 3 }])
+            Some(vec![
+                GroupSpec { size: 100, count: 20 },
+                GroupSpec { size: 10, count: 3 }
+            ])
         );
     }
 

@@ -138,6 +138,9 @@ mod tests {
         let mut cursor = StreamCursor::new(0);
         assert_eq!(cursor.due(&s), None);
         cursor.next += 1;
-        assert_eq!(cursor.due(&Schedule::new(1.0, 1, Duration::from_secs(2))), Some(Duration::from_secs(1)));
+        assert_eq!(
+            cursor.due(&Schedule::new(1.0, 1, Duration::from_secs(2))),
+            Some(Duration::from_secs(1))
+        );
     }
 }

@@ -145,7 +145,12 @@ mod tests {
 
     #[test]
     fn remote_targets_are_refused_without_the_flag() {
-        for url in ["http://10.0.0.1:8080", "http://192.168.1.5:80", "http://8.8.8.8:80", "http://[2001:db8::1]:80"] {
+        for url in [
+            "http://10.0.0.1:8080",
+            "http://192.168.1.5:80",
+            "http://8.8.8.8:80",
+            "http://[2001:db8::1]:80",
+        ] {
             let err = Target::resolve(url, false).expect_err(url);
             assert!(matches!(err, TargetError::Remote { .. }), "{url}: {err}");
             assert!(err.to_string().contains("--allow-remote"));

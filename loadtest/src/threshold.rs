@@ -199,8 +199,17 @@ mod tests {
 
     #[test]
     fn malformed_and_unknown_thresholds_are_rejected() {
-        for bad in ["p99_deliver_ms", ">5", "p99_deliver_ms>", "p99_deliver_ms>fast", "p99_deliver_ms=>5"] {
-            assert!(matches!(bad.parse::<Threshold>(), Err(ThresholdError::Syntax(_))), "{bad}");
+        for bad in [
+            "p99_deliver_ms",
+            ">5",
+            "p99_deliver_ms>",
+            "p99_deliver_ms>fast",
+            "p99_deliver_ms=>5",
+        ] {
+            assert!(
+                matches!(bad.parse::<Threshold>(), Err(ThresholdError::Syntax(_))),
+                "{bad}"
+            );
         }
         let err = "p98_deliver_ms>5".parse::<Threshold>().expect_err("unknown");
         assert!(matches!(err, ThresholdError::UnknownMetric { .. }));

@@ -228,14 +228,27 @@ mod tests {
             }
         );
         let ack = r#"{"type":"ack","ref":"m1.2","conversation":12,"seq":42,"at":5,"duplicate":true}"#;
-        assert!(matches!(decode(ack).expect("ack"), Incoming::Ack { seq: 42, duplicate: true, .. }));
+        assert!(matches!(
+            decode(ack).expect("ack"),
+            Incoming::Ack {
+                seq: 42,
+                duplicate: true,
+                ..
+            }
+        ));
         let err = r#"{"type":"error","ref":"m1.3","code":"overloaded","message":"busy","retryable":true}"#;
-        assert!(matches!(decode(err).expect("error"), Incoming::Error { retryable: true, .. }));
+        assert!(matches!(
+            decode(err).expect("error"),
+            Incoming::Error { retryable: true, .. }
+        ));
         let synced = r#"{"type":"synced","ref":"s1","conversations":[{"conversation":12,"last_seq":42,"synced_to":42,"limited":false}]}"#;
         assert!(matches!(decode(synced).expect("synced"), Incoming::Synced { entries, .. } if entries.len() == 1));
         let welcome = r#"{"type":"welcome","v":1,"user":{"id":7},"heartbeat_secs":30,"limits":{}}"#;
         assert_eq!(decode(welcome).expect("welcome"), Incoming::Welcome);
-        assert_eq!(decode(r#"{"type":"presence","user":3,"online":true}"#).expect("p"), Incoming::Other);
+        assert_eq!(
+            decode(r#"{"type":"presence","user":3,"online":true}"#).expect("p"),
+            Incoming::Other
+        );
         assert!(decode(r#"{"type":"event","seq":1}"#).is_err());
     }
 }

@@ -191,6 +191,12 @@ impl Auth {
         self.active(session.ok_or_else(ApiError::unauthorized)?).await
     }
 
+    /// Delete sessions whose expiry has passed (they are already refused when presented; this
+    /// keeps the store from growing). Returns how many were removed.
+    pub async fn purge_expired_sessions(&self) -> Result<usize, ApiError> {
+        Ok(self.store.purge_expired_sessions(now_millis()).await?)
+    }
+
     /// End one session and close that device's WebSockets.
     pub async fn logout(&self, session: &SessionRecord) -> Result<(), ApiError> {
         self.store.delete_session(&session.token_hash).await?;
@@ -407,7 +413,9 @@ mod tests {
 
     fn fixture(config: AuthConfig) -> Fixture {
         let store = Arc::new(MemoryStore::new());
-        let hub = SessionHub::new(store.clone(), Arc::new(JsonEncoder), 200).start();
+        let presence = Arc::new(roost_engine::presence::LocalPresence::start());
+        let node = roost_engine::ids::NodeId::STANDALONE;
+        let hub = SessionHub::new(store.clone(), Arc::new(JsonEncoder), 200, presence, node).start();
         let auth = Auth::new(store.clone(), hub.clone(), config, [9; 32]);
         Fixture { auth, store, hub }
     }

@@ -186,12 +186,18 @@ impl Node {
     }
 
     pub async fn start(&mut self) {
+        let ready = self.url("/readyz");
+        self.start_with_ready_url(&ready).await;
+    }
+
+    /// Start, waiting for readiness at another address (the internal listener).
+    pub async fn start_with_ready_url(&mut self, ready: &str) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("server.log"))
-            .expect("log file");
+            .expect("log");
         let child = self
             .roost()
             .args(["serve", "--config"])
@@ -201,14 +207,14 @@ impl Node {
             .spawn()
             .expect("spawn roost serve");
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready(ready).await;
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self, ready: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let client = self.client();
         loop {
-            if let Ok(resp) = client.get(self.url("/readyz")).send().await {
+            if let Ok(resp) = client.get(ready).send().await {
                 if resp.status().is_success() {
                     return;
                 }

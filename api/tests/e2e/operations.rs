@@ -61,3 +61,52 @@ fn checkconfig_rejects_unknown_keys_and_accepts_genconfig_output() {
     );
     assert!(said.contains("listen_adress"), "names the unknown key: {said}");
 }
+
+#[actix_rt::test]
+async fn health_and_metrics_move_to_the_internal_listener() {
+    let internal_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut node = Node::new(&format!("[server]\ninternal_listen = \"127.0.0.1:{internal_port}\"\n"));
+    node.start_with_ready_url(&format!("http://127.0.0.1:{internal_port}/readyz"))
+        .await;
+    let internal = |path: &str| format!("http://127.0.0.1:{internal_port}{path}");
+    let client = awc::Client::new();
+    assert_eq!(
+        client.get(internal("/metrics")).send().await.unwrap().status().as_u16(),
+        200
+    );
+    assert_eq!(
+        client.get(internal("/healthz")).send().await.unwrap().status().as_u16(),
+        200
+    );
+    let (status, _) = http(&node, "GET", "/metrics", None, None).await;
+    assert_eq!(status, 404, "metrics are not exposed on the public listener");
+}
+
+#[actix_rt::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let mut node = Node::new("[server]\nheartbeat_secs = 1\nclient_timeout_secs = 2\n");
+    node.add_user_offline("alice", false);
+    node.start().await;
+    let token = login(&node, "alice").await;
+    let (_, mut framed) = awc::Client::new()
+        .ws(node.ws_url())
+        .bearer_auth(&token)
+        .connect()
+        .await
+        .unwrap();
+    // Read nothing (so no pong is sent) for longer than the timeout, then look at what came.
+    actix_rt::time::sleep(std::time::Duration::from_millis(3500)).await;
+    use futures_util::StreamExt;
+    let mut close_code = None;
+    while let Ok(Some(Ok(frame))) = actix_rt::time::timeout(std::time::Duration::from_secs(5), framed.next()).await {
+        if let awc::ws::Frame::Close(reason) = frame {
+            close_code = reason.map(|r| u16::from(r.code));
+            break;
+        }
+    }
+    assert_eq!(close_code, Some(4408));
+}

@@ -4,9 +4,19 @@
 //! least one connection here). Receives [`Fanout`] from conversation actors and delivers the
 //! shared bytes to every connection of every recipient with `try_send`. Kicks connections on
 //! revocation, disable, slow consumption and shutdown.
+//!
+//! Reports to the node-independent [`PresenceDirectory`] (local or Redis): a user's first
+//! connection here, their last disconnect, and a heartbeat of everyone online here every
+//! [`PresenceDirectory::heartbeat_interval`]. Reports go one at a time through a
+//! [`DirectoryLane`] so they cannot overtake each other, run off the delivery path, and only
+//! log when they fail: the directory is advisory. `QueryPresence` answers from the directory,
+//! with this node's own connections taking precedence, and from local knowledge alone when the
+//! directory fails.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -18,10 +28,16 @@ use super::DisconnectReason;
 use super::EventEncoder;
 use super::Outbound;
 use crate::clock::now_millis;
+use crate::ids::NodeId;
 use crate::ids::TokenHash;
 use crate::ids::UserId;
 use crate::metrics;
 use crate::model::UnixMillis;
+use crate::presence::lane::DirectoryLane;
+use crate::presence::lane::Report;
+use crate::presence::PresenceDirectory;
+use crate::presence::PresenceEntry;
+use crate::presence::PresenceError;
 use crate::store::Store;
 
 /// Identifies one connection within the hub.
@@ -41,10 +57,20 @@ pub struct SessionHub {
     connections: HashMap<UserId, Vec<Connection>>,
     last_seen: HashMap<UserId, UnixMillis>,
     next_id: u64,
+    presence: Arc<dyn PresenceDirectory>,
+    node: NodeId,
+    lane: DirectoryLane,
 }
 
 impl SessionHub {
-    pub fn new(store: Arc<dyn Store>, encoder: Arc<dyn EventEncoder>, presence_fanout_max_members: usize) -> Self {
+    /// A hub for node `node` that reports to `presence`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        encoder: Arc<dyn EventEncoder>,
+        presence_fanout_max_members: usize,
+        presence: Arc<dyn PresenceDirectory>,
+        node: NodeId,
+    ) -> Self {
         Self {
             store,
             encoder,
@@ -52,6 +78,9 @@ impl SessionHub {
             connections: HashMap::new(),
             last_seen: HashMap::new(),
             next_id: 1,
+            presence,
+            node,
+            lane: DirectoryLane::default(),
         }
     }
 
@@ -77,6 +106,8 @@ impl SessionHub {
             self.last_seen.insert(user, now);
             Some(now)
         };
+        self.lane.user_changed(user);
+        self.report_to_directory(ctx);
         let bytes = self.encoder.presence(user, online, last_seen);
         let store = self.store.clone();
         let max_members = self.presence_fanout_max_members;
@@ -92,6 +123,48 @@ impl SessionHub {
             let users: Vec<UserId> = contacts.into_iter().collect();
             hub.deliver_to(&users, &Outbound::Ephemeral { bytes });
         }));
+    }
+
+    /// Start the next directory report, unless one is in flight; each one starts the next.
+    fn report_to_directory(&mut self, ctx: &mut Context<Self>) {
+        let Some(report) = self.lane.next() else {
+            return;
+        };
+        let presence = self.presence.clone();
+        let node = self.node;
+        let call: Pin<Box<dyn Future<Output = (&'static str, Result<(), PresenceError>)>>> = match report {
+            Report::Heartbeat => {
+                let users: Vec<UserId> = self.connections.keys().copied().collect();
+                Box::pin(async move { ("heartbeat", presence.heartbeat(&users, node).await) })
+            }
+            Report::User(user) if self.connections.contains_key(&user) => {
+                Box::pin(async move { ("user_connected", presence.user_connected(user, node).await) })
+            }
+            Report::User(user) => {
+                let at = self.last_seen.get(&user).copied().unwrap_or_else(now_millis);
+                Box::pin(async move { ("user_disconnected", presence.user_disconnected(user, node, at).await) })
+            }
+        };
+        ctx.spawn(call.into_actor(self).map(|(operation, result), hub, ctx| {
+            if let Err(error) = result {
+                // The directory logs outages itself; the next heartbeat repairs this node's entries.
+                tracing::debug!(operation, %error, "Presence directory report failed.");
+            }
+            hub.lane.finished();
+            hub.report_to_directory(ctx);
+        }));
+    }
+
+    /// Presence as the directory reports it, corrected by what this node knows first-hand.
+    fn merge_presence(&self, user: UserId, entry: Option<&PresenceEntry>) -> PresenceState {
+        let here = self.connections.contains_key(&user);
+        let elsewhere = entry.is_some_and(|e| e.nodes.iter().any(|n| *n != self.node));
+        let local_seen = self.last_seen.get(&user).copied();
+        PresenceState {
+            user,
+            online: here || elsewhere,
+            last_seen: local_seen.max(entry.and_then(|e| e.last_seen)),
+        }
     }
 
     fn deliver_to(&mut self, users: &[UserId], item: &Outbound) -> usize {
@@ -117,7 +190,10 @@ impl SessionHub {
             }
         }
         for (user, id) in slow {
-            self.remove_where(user, |c| c.id == id);
+            if self.remove_where(user, |c| c.id == id) {
+                // Reported with the next directory report or heartbeat.
+                self.lane.user_changed(user);
+            }
         }
         metrics::delivered(delivered);
         delivered
@@ -162,6 +238,13 @@ async fn contacts_of(store: &dyn Store, user: UserId, max_members: usize) -> Has
 
 impl Actor for SessionHub {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.presence.heartbeat_interval(), |hub, ctx| {
+            hub.lane.heartbeat_due();
+            hub.report_to_directory(ctx);
+        });
+    }
 }
 
 /// Register a new authenticated connection.
@@ -260,19 +343,24 @@ pub struct KickAll {
 impl Handler<KickAll> for SessionHub {
     type Result = usize;
 
-    fn handle(&mut self, msg: KickAll, _ctx: &mut Context<Self>) -> usize {
+    fn handle(&mut self, msg: KickAll, ctx: &mut Context<Self>) -> usize {
         let mut told = 0;
         for conn in self.connections.values().flatten() {
             conn.handle.disconnect.do_send(Disconnect { reason: msg.reason });
             told += 1;
         }
-        self.connections.clear();
+        for user in std::mem::take(&mut self.connections).into_keys() {
+            self.lane.user_changed(user);
+        }
+        // Best effort: other nodes otherwise see these users offline once their entries expire.
+        self.report_to_directory(ctx);
         metrics::online_users(0);
         told
     }
 }
 
-/// Presence of some users as this node sees it.
+/// Presence of some users: from the directory (every node), this node's own connections taking
+/// precedence; from this node alone when the directory fails.
 #[derive(Message)]
 #[rtype(result = "Vec<PresenceState>")]
 pub struct QueryPresence {
@@ -287,19 +375,24 @@ pub struct PresenceState {
 }
 
 impl Handler<QueryPresence> for SessionHub {
-    type Result = MessageResult<QueryPresence>;
+    type Result = ResponseActFuture<Self, Vec<PresenceState>>;
 
     fn handle(&mut self, msg: QueryPresence, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            msg.users
-                .into_iter()
-                .map(|user| PresenceState {
-                    user,
-                    online: self.connections.contains_key(&user),
-                    last_seen: self.last_seen.get(&user).copied(),
-                })
-                .collect(),
-        )
+        let presence = self.presence.clone();
+        let lookup = async move {
+            let found = presence.lookup(&msg.users).await;
+            (msg.users, found)
+        };
+        Box::pin(lookup.into_actor(self).map(|(users, found), hub, _| {
+            let entries = found
+                .inspect_err(|error| tracing::debug!(%error, "Presence lookup failed; answering from this node."))
+                .unwrap_or_default();
+            let by_user: HashMap<UserId, &PresenceEntry> = entries.iter().map(|e| (e.user, e)).collect();
+            users
+                .iter()
+                .map(|user| hub.merge_presence(*user, by_user.get(user).copied()))
+                .collect()
+        }))
     }
 }
 

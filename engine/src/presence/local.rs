@@ -290,7 +290,11 @@ mod tests {
         let mut s = state();
         let now = Instant::now();
         s.connected(UserId(2), A, now);
-        let users: Vec<UserId> = s.lookup(&[UserId(3), UserId(2), UserId(3)], now).iter().map(|e| e.user).collect();
+        let users: Vec<UserId> = s
+            .lookup(&[UserId(3), UserId(2), UserId(3)], now)
+            .iter()
+            .map(|e| e.user)
+            .collect();
         assert_eq!(users, vec![UserId(3), UserId(2), UserId(3)]);
     }
 
@@ -348,7 +352,12 @@ mod tests {
         let mut s = LocalState::new(TTL, 50);
         let t0 = Instant::now();
         for i in 0..500u64 {
-            s.hit(&format!("k{i}"), Duration::from_secs(60), 1, t0 + Duration::from_millis(i));
+            s.hit(
+                &format!("k{i}"),
+                Duration::from_secs(60),
+                1,
+                t0 + Duration::from_millis(i),
+            );
         }
         assert!(s.counters.len() <= 50, "{}", s.counters.len());
     }

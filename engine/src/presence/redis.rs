@@ -252,17 +252,27 @@ impl RedisPresence {
         }
     }
 
-    async fn refresh(&self, operation: &'static str, users: &[UserId], node: NodeId, seen: Option<UnixMillis>) -> Result<(), PresenceError> {
+    async fn refresh(
+        &self,
+        operation: &'static str,
+        users: &[UserId],
+        node: NodeId,
+        seen: Option<UnixMillis>,
+    ) -> Result<(), PresenceError> {
         let ttl_ms = self.inner.ttl.as_millis().to_string();
         let seen = seen.map(|s| s.to_string()).unwrap_or_default();
         for chunk in users.chunks(USERS_PER_CALL) {
             let keys = self.user_keys(chunk);
             let (ttl_ms, seen) = (ttl_ms.clone(), seen.clone());
-            self.run(operation, self.inner.command_timeout, move |mut conn, scripts| async move {
-                let mut call = scripts.refresh.prepare_invoke();
-                call.key(keys).arg(node.0).arg(ttl_ms).arg(seen);
-                call.invoke_async::<()>(&mut conn).await
-            })
+            self.run(
+                operation,
+                self.inner.command_timeout,
+                move |mut conn, scripts| async move {
+                    let mut call = scripts.refresh.prepare_invoke();
+                    call.key(keys).arg(node.0).arg(ttl_ms).arg(seen);
+                    call.invoke_async::<()>(&mut conn).await
+                },
+            )
             .await?;
         }
         Ok(())
@@ -277,11 +287,15 @@ impl PresenceDirectory for RedisPresence {
 
     async fn user_disconnected(&self, user: UserId, node: NodeId, last_seen: UnixMillis) -> Result<(), PresenceError> {
         let keys = [self.online_key(user), self.last_seen_key(user)];
-        self.run("user_disconnected", self.inner.command_timeout, move |mut conn, scripts| async move {
-            let mut call = scripts.disconnect.prepare_invoke();
-            call.key(&keys[..]).arg(node.0).arg(last_seen);
-            call.invoke_async::<()>(&mut conn).await
-        })
+        self.run(
+            "user_disconnected",
+            self.inner.command_timeout,
+            move |mut conn, scripts| async move {
+                let mut call = scripts.disconnect.prepare_invoke();
+                call.key(&keys[..]).arg(node.0).arg(last_seen);
+                call.invoke_async::<()>(&mut conn).await
+            },
+        )
         .await
     }
 
@@ -298,11 +312,15 @@ impl PresenceDirectory for RedisPresence {
         for chunk in users.chunks(USERS_PER_CALL) {
             let keys = self.user_keys(chunk);
             let rows: Vec<Vec<String>> = self
-                .run("lookup", self.inner.command_timeout, move |mut conn, scripts| async move {
-                    let mut call = scripts.lookup.prepare_invoke();
-                    call.key(keys);
-                    call.invoke_async(&mut conn).await
-                })
+                .run(
+                    "lookup",
+                    self.inner.command_timeout,
+                    move |mut conn, scripts| async move {
+                        let mut call = scripts.lookup.prepare_invoke();
+                        call.key(keys);
+                        call.invoke_async(&mut conn).await
+                    },
+                )
                 .await?;
             if rows.len() != chunk.len() {
                 return Err(PresenceError::Unavailable(format!(

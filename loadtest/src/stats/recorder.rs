@@ -148,6 +148,8 @@ pub struct Recorder {
     pub open: AtomicI64,
     /// Sends written and not yet answered (acked or given up).
     pub in_flight: AtomicI64,
+    /// Acks and deliveries so far, to tell when a drain has gone quiet.
+    pub activity: AtomicU64,
 }
 
 impl Recorder {
@@ -159,6 +161,7 @@ impl Recorder {
             window_end_ns: AtomicU64::new(u64::MAX),
             open: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
+            activity: AtomicU64::new(0),
         }
     }
 
@@ -202,6 +205,7 @@ impl Recorder {
 
     pub fn count(&self, shard: usize, update: impl FnOnce(&mut Counts)) {
         update(&mut self.shard(shard).counts);
+        self.activity.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count an error by its protocol code (or a loader code such as `connect_failed`).
