@@ -219,7 +219,7 @@ impl Default for LimitsConfig {
             max_frame_bytes: 64 * 1024,
             max_request_body_bytes: 64 * 1024,
             frames_per_sec: 50,
-            outbound_queue: 256,
+            outbound_queue: 1024,
             typing_interval_ms: 2000,
             sync_page: 100,
         }

@@ -342,6 +342,9 @@ impl WsSession {
                     session.read(*conversation, after, limit, ctx);
                 }
             }
+            for (conversation, after) in session.order.release_unsynced(&conversations) {
+                session.read(conversation, after, MAX_PAGE, ctx);
+            }
             session.finish_sync_if_done(id, ctx);
         }));
     }

@@ -2,7 +2,9 @@
 //! without duplicates, whatever order live deliveries and history reads arrive in.
 //!
 //! Pure state machine, no I/O: the connection actor feeds it live events and history pages and
-//! does what it answers (send bytes, start a read). Per conversation:
+//! does what it answers (send bytes, start a read). Until the client's first `sync`, live events
+//! are held (`Awaiting`): only the client knows where it stands. After it, a conversation the
+//! sync did not cover (the user was just added) starts from seq 0. Per conversation:
 //! - `Live { sent }`: the next live event must be `sent + 1`; older ones are dropped as
 //!   duplicates; a newer one means a gap, so the state becomes `CatchingUp` and a read starts.
 //! - `CatchingUp`: a history read is in flight; live events are queued (bounded) and released
@@ -22,6 +24,11 @@ pub const MAX_QUEUED: usize = 512;
 
 #[derive(Debug)]
 enum State {
+    /// Before the client's first sync: hold live events until the client says what it has.
+    Awaiting {
+        queued: BTreeMap<Seq, Bytes>,
+        overflowed: bool,
+    },
     Live {
         sent: Seq,
     },
@@ -48,6 +55,8 @@ pub enum Next {
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
     conversations: HashMap<ConversationId, State>,
+    /// Whether the client has sent its first `sync`.
+    synced: bool,
 }
 
 /// Outcome of a page: bytes to send in order, what to do next, and (for syncs) whether the
@@ -64,10 +73,27 @@ impl DeliveryOrder {
     /// A live event arrived. Returns the bytes to send now (possibly none) and whether a read
     /// must start.
     pub fn on_live(&mut self, conversation: ConversationId, seq: Seq, bytes: Bytes) -> (Option<Bytes>, Next) {
-        let state = self.conversations.entry(conversation).or_insert(State::Live {
-            sent: Seq(seq.0.saturating_sub(1)),
+        let synced = self.synced;
+        let state = self.conversations.entry(conversation).or_insert_with(|| {
+            if synced {
+                // New to this connection after the sync: the client has nothing of it.
+                State::Live { sent: Seq::ZERO }
+            } else {
+                State::Awaiting {
+                    queued: BTreeMap::new(),
+                    overflowed: false,
+                }
+            }
         });
         match state {
+            State::Awaiting { queued, overflowed } => {
+                if queued.len() < MAX_QUEUED {
+                    queued.insert(seq, bytes);
+                } else {
+                    *overflowed = true;
+                }
+                (None, Next::Idle)
+            }
             State::Live { sent } => {
                 if seq <= *sent {
                     (None, Next::Idle)
@@ -107,10 +133,25 @@ impl DeliveryOrder {
     /// The client asked to sync from `has`. Returns `Read` unless a read is already running
     /// (its result will then be used for the sync).
     pub fn begin_sync(&mut self, conversation: ConversationId, has: Seq) -> Next {
+        self.synced = true;
         match self.conversations.get_mut(&conversation) {
             Some(State::CatchingUp { sync, .. }) => {
                 *sync = true;
                 Next::Idle
+            }
+            Some(state @ State::Awaiting { .. }) => {
+                let State::Awaiting { mut queued, overflowed } = std::mem::replace(state, State::Live { sent: has })
+                else {
+                    unreachable!("matched Awaiting above")
+                };
+                queued.retain(|seq, _| *seq > has);
+                *state = State::CatchingUp {
+                    sent: has,
+                    queued,
+                    overflowed,
+                    sync: true,
+                };
+                Next::Read { after: has }
             }
             Some(state) => {
                 let queued = BTreeMap::new();
@@ -154,8 +195,8 @@ impl DeliveryOrder {
         } = state
         else {
             let sent = match state {
-                State::Live { sent } | State::Behind { sent } => *sent,
-                State::CatchingUp { sent, .. } => *sent,
+                State::Live { sent } | State::Behind { sent } | State::CatchingUp { sent, .. } => *sent,
+                State::Awaiting { .. } => Seq::ZERO,
             };
             return PageOutcome {
                 send: Vec::new(),
@@ -213,15 +254,40 @@ impl DeliveryOrder {
     pub fn on_read_failed(&mut self, conversation: ConversationId) -> Seq {
         let sent = match self.conversations.get(&conversation) {
             Some(State::Live { sent } | State::Behind { sent } | State::CatchingUp { sent, .. }) => *sent,
-            None => Seq::ZERO,
+            Some(State::Awaiting { .. }) | None => Seq::ZERO,
         };
         self.conversations.insert(conversation, State::Behind { sent });
         sent
     }
 
-    /// Forget a conversation (the user left it).
-    pub fn forget(&mut self, conversation: ConversationId) {
-        self.conversations.remove(&conversation);
+    /// Called once a sync has begun every conversation it covers. From now on the connection is
+    /// synced: conversations still held (the user joined them while the sync was being
+    /// prepared) start from seq 0. Returns the reads to start.
+    pub fn release_unsynced(&mut self, covered: &[ConversationId]) -> Vec<(ConversationId, Seq)> {
+        self.synced = true;
+        let waiting: Vec<ConversationId> = self
+            .conversations
+            .iter()
+            .filter(|(id, state)| matches!(state, State::Awaiting { .. }) && !covered.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut reads = Vec::new();
+        for id in waiting {
+            if let Some(state @ State::Awaiting { .. }) = self.conversations.get_mut(&id) {
+                let State::Awaiting { queued, overflowed } = std::mem::replace(state, State::Live { sent: Seq::ZERO })
+                else {
+                    continue;
+                };
+                *state = State::CatchingUp {
+                    sent: Seq::ZERO,
+                    queued,
+                    overflowed,
+                    sync: false,
+                };
+                reads.push((id, Seq::ZERO));
+            }
+        }
+        reads
     }
 }
 
@@ -243,9 +309,43 @@ mod tests {
         v.iter().map(|x| String::from_utf8_lossy(x).into_owned()).collect()
     }
 
+    /// A connection that has synced (nothing) and now sees live traffic.
+    fn synced() -> DeliveryOrder {
+        let mut o = DeliveryOrder::default();
+        assert!(o.release_unsynced(&[]).is_empty());
+        o
+    }
+
+    #[test]
+    fn live_events_before_the_first_sync_wait_for_the_clients_cursor() {
+        let mut o = DeliveryOrder::default();
+        assert_eq!(
+            o.on_live(C, Seq(50), b(50)),
+            (None, Next::Idle),
+            "held until the client says what it has"
+        );
+        assert_eq!(o.begin_sync(C, Seq(40)), Next::Read { after: Seq(40) });
+        let out = o.on_page(C, page(41..=50), false);
+        let expected: Vec<String> = (41..=50).map(|s| s.to_string()).collect();
+        assert_eq!(texts(&out.send), expected, "50 is sent once, after 41..49");
+    }
+
+    #[test]
+    fn conversations_the_sync_did_not_cover_start_from_zero() {
+        let mut o = DeliveryOrder::default();
+        o.on_live(C, Seq(3), b(3));
+        assert_eq!(o.release_unsynced(&[]), vec![(C, Seq::ZERO)]);
+        let out = o.on_page(C, page(1..=3), false);
+        assert_eq!(texts(&out.send), ["1", "2", "3"]);
+    }
+
     #[test]
     fn live_in_order_and_duplicates_dropped() {
-        let mut o = DeliveryOrder::default();
+        let mut o = synced();
+        assert_eq!(o.on_live(C, Seq(1), b(1)).0, Some(b(1)));
+        o.on_live(C, Seq(2), b(2));
+        o.on_live(C, Seq(3), b(3));
+        o.on_live(C, Seq(4), b(4));
         assert_eq!(o.on_live(C, Seq(5), b(5)).0, Some(b(5)));
         assert_eq!(o.on_live(C, Seq(5), b(5)).0, None);
         assert_eq!(o.on_live(C, Seq(6), b(6)).0, Some(b(6)));
@@ -254,7 +354,7 @@ mod tests {
 
     #[test]
     fn gap_triggers_catch_up_then_releases_queue_in_order() {
-        let mut o = DeliveryOrder::default();
+        let mut o = synced();
         o.on_live(C, Seq(1), b(1));
         let (now, next) = o.on_live(C, Seq(4), b(4));
         assert_eq!(now, None);
@@ -295,7 +395,7 @@ mod tests {
 
     #[test]
     fn overflowed_queue_reads_again_instead_of_losing() {
-        let mut o = DeliveryOrder::default();
+        let mut o = synced();
         o.on_live(C, Seq(1), b(1));
         o.on_live(C, Seq(3), b(3));
         for s in 4..(4 + MAX_QUEUED as u64 + 10) {

@@ -89,7 +89,7 @@ async fn direct_and_group_chat_with_an_offline_member_catching_up() {
     assert_eq!(sent, (1..=16).collect::<Vec<_>>(), "seqs are dense in send order");
 
     tracing::info!("--- carol connects later and syncs from nothing: every event once, in order");
-    let mut carol_ws = WsClient::connect(&c.node, &c.carol).await;
+    let mut carol_ws = WsClient::connect_unsynced(&c.node, &c.carol).await;
     carol_ws
         .send(json!({"type": "sync", "ref": "s1", "conversations": {}}))
         .await;
@@ -129,7 +129,7 @@ async fn direct_and_group_chat_with_an_offline_member_catching_up() {
         bob.send_message(group_id, &format!("missed-{i}"), "you missed this")
             .await;
     }
-    let mut carol_ws = WsClient::connect(&c.node, &c.carol).await;
+    let mut carol_ws = WsClient::connect_unsynced(&c.node, &c.carol).await;
     let mut cursors = serde_json::Map::new();
     cursors.insert(group_id.to_string(), json!(17));
     carol_ws

@@ -343,7 +343,22 @@ pub enum Closed {
 }
 
 impl WsClient {
+    /// Connect and sync from nothing (discarding history), so live events flow from here on.
     pub async fn connect(node: &Node, token: &str) -> WsClient {
+        let mut client = Self::connect_unsynced(node, token).await;
+        client
+            .send(json!({"type": "sync", "ref": "connect-sync", "conversations": {}, "limit": 200}))
+            .await;
+        loop {
+            let frame = client.next_json().await.expect("open while syncing");
+            if frame["type"] == "synced" && frame["ref"] == "connect-sync" {
+                return client;
+            }
+        }
+    }
+
+    /// Connect without syncing: live events are held until this client sends `sync`.
+    pub async fn connect_unsynced(node: &Node, token: &str) -> WsClient {
         Self::try_connect(node, token).await.expect("WebSocket connect")
     }
 

@@ -91,6 +91,8 @@ pub struct ConversationActor {
     dedup: DedupCache,
     pending: VecDeque<Pending>,
     dirty_receipts: HashMap<UserId, Receipt>,
+    /// Receipt requests answered once the flush that carries them is durable.
+    receipt_waiters: Vec<(ReplyTx, Receipt)>,
     receipt_flush_running: bool,
     /// Retire was asked while appends were in flight: stop once they are released.
     retiring: bool,
@@ -107,6 +109,7 @@ impl ConversationActor {
             dedup,
             pending: VecDeque::new(),
             dirty_receipts: HashMap::new(),
+            receipt_waiters: Vec::new(),
             receipt_flush_running: false,
             retiring: false,
         }
@@ -222,9 +225,18 @@ impl ConversationActor {
                 );
             }
             Command::Change { actor, change } => self.change(actor, change, reply, ctx),
-            Command::Receipt { user, delivered, read } => {
-                let _ = reply.send(self.receipt(user, delivered, read, ctx).map(Reply::Receipt));
-            }
+            Command::Receipt { user, delivered, read } => match self.receipt(user, delivered, read, ctx) {
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+                Ok((receipt, false)) => {
+                    let _ = reply.send(Ok(Reply::Receipt(receipt)));
+                }
+                Ok((receipt, true)) => {
+                    self.receipt_waiters.push((reply, receipt));
+                    self.flush_receipts(ctx);
+                }
+            },
             Command::Typing { user } => {
                 let _ = reply.send(self.typing(user).map(|()| Reply::Done));
             }
@@ -440,20 +452,13 @@ impl ConversationActor {
         }
     }
 
+    /// An event is durable: fan it out, then ack. Fan-out first, so by the time a sender sees
+    /// its ack, the event is already queued at the hub ahead of anything the sender does next.
     fn release(&mut self, done: Pending) {
         if let State::Ready(loaded) = &mut self.state {
             loaded.durable = done.seq;
         }
         metrics::event_appended(done.received.elapsed());
-        for (reply, duplicate) in done.replies {
-            let accepted = Accepted {
-                conversation: self.id,
-                seq: done.seq,
-                at: done.event.at,
-                duplicate,
-            };
-            let _ = reply.send(Ok(Reply::Accepted(accepted)));
-        }
         let bytes = self.deps.encoder.event(&done.event);
         let item = Outbound::Event {
             conversation: self.id,
@@ -464,6 +469,15 @@ impl ConversationActor {
             users: done.recipients,
             item,
         });
+        for (reply, duplicate) in done.replies {
+            let accepted = Accepted {
+                conversation: self.id,
+                seq: done.seq,
+                at: done.event.at,
+                duplicate,
+            };
+            let _ = reply.send(Ok(Reply::Accepted(accepted)));
+        }
     }
 
     fn fail_all(&mut self, first: Pending, why: &str, ctx: &mut Context<Self>) {
@@ -558,13 +572,15 @@ impl ConversationActor {
         );
     }
 
+    /// Advance a member's cursors; returns them and whether they changed (and so must be saved
+    /// before the request is answered).
     fn receipt(
         &mut self,
         user: UserId,
         delivered: Option<Seq>,
         read: Option<Seq>,
-        ctx: &mut Context<Self>,
-    ) -> Result<Receipt, ConversationError> {
+        _ctx: &mut Context<Self>,
+    ) -> Result<(Receipt, bool), ConversationError> {
         self.check_member(user)?;
         let small_group = self.deps.config.presence_fanout_max_members;
         let deps = self.deps.clone();
@@ -573,7 +589,7 @@ impl ConversationActor {
         let current = loaded.receipts.get(&user).copied().unwrap_or_default();
         let next = current.advance(delivered, read, loaded.durable);
         if next == current {
-            return Ok(next);
+            return Ok((next, false));
         }
         loaded.receipts.insert(user, next);
         if loaded.members.len() <= small_group {
@@ -585,8 +601,7 @@ impl ConversationActor {
             });
         }
         self.dirty_receipts.insert(user, next);
-        self.flush_receipts(ctx);
-        Ok(next)
+        Ok((next, true))
     }
 
     /// Persist dirty receipts, one flush at a time; cursors are cumulative, so the newest wins.
@@ -596,17 +611,28 @@ impl ConversationActor {
         }
         self.receipt_flush_running = true;
         let batch: Vec<(UserId, Receipt)> = self.dirty_receipts.drain().collect();
+        let waiters = std::mem::take(&mut self.receipt_waiters);
         let store = self.deps.store.clone();
         let id = self.id;
         let save = async move {
+            let mut outcome = Ok(());
             for (user, receipt) in batch {
                 if let Err(error) = store.save_receipt(id, user, receipt).await {
                     metrics::store_error("save_receipt");
                     tracing::warn!(conversation = %id, %error, "Saving a receipt failed.");
+                    outcome = Err(ConversationError::from(error));
                 }
             }
+            outcome
         };
-        ctx.spawn(save.into_actor(self).map(|(), act, ctx| {
+        ctx.spawn(save.into_actor(self).map(move |outcome, act, ctx| {
+            for (reply, receipt) in waiters {
+                let answer = match &outcome {
+                    Ok(()) => Ok(Reply::Receipt(receipt)),
+                    Err(error) => Err(ConversationError::Unavailable(error.to_string())),
+                };
+                let _ = reply.send(answer);
+            }
             act.receipt_flush_running = false;
             act.flush_receipts(ctx);
         }));
