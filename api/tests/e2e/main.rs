@@ -10,4 +10,5 @@ mod chat;
 mod durability;
 mod operations;
 mod revocation;
+mod slow_consumer;
 mod tls;
