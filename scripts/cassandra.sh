@@ -121,10 +121,18 @@ start() {
     "$CONF_DIR/cassandra.yaml.in" > "$NODE/cassandra.yaml"
   jamm="$(ls "$LIB"/jamm-*.jar | head -n1)"
   # The flags are those of Cassandra 5.0's conf/jvm17-server.options (JPMS opens and exports the
-  # server needs on Java 17), plus what bin/cassandra would set. Fixed on the first run here:
-  # - jvm17-server.options also passes -Djava.security.manager=allow; kept (Java 17 accepts it).
-  # - -Dcassandra.jmx.local.port is not set: no JMX listener, so no port 7199 to collide on.
-  # setsid: the node gets its own process group, so a Ctrl-C in the calling shell does not kill it.
+  # server needs on Java 17, -Djava.security.manager=allow) plus what bin/cassandra sets. The
+  # researched command line started as is on the first run here (Debian OpenJDK 17.0.15,
+  # Cassandra 5.0.8: ~14 s to CQL on 2 cores). Changes from that recipe, and why:
+  # - the seed names the storage port (127.0.0.1:@STORAGE_PORT@), else CASSANDRA_STORAGE_PORT
+  #   would leave the node seeding itself on 7000;
+  # - -Dcassandra.ring_delay_ms=0 (single node: nothing to wait for);
+  # - no -Dcassandra.jmx.local.port: no JMX listener, no port 7199 to collide on;
+  # - cassandra.yaml.in raises batch_size_*_threshold and the request timeouts (see there);
+  # - start refuses a foreign process on the CQL port instead of killing it, and is a no-op
+  #   when our node already runs; setsid keeps a Ctrl-C of the caller from killing the node.
+  # Found by the tests, not the script: Cassandra 5.0 in its default storage_compatibility_mode
+  # refuses TTLs that end after 2038-01-19 (the store caps its TTLs).
   setsid "$java" \
     -Xms"$HEAP" -Xmx"$HEAP" -Xss256k -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
     -XX:+UseTLAB -XX:+ResizeTLAB -XX:+PerfDisableSharedMem \

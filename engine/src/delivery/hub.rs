@@ -15,8 +15,6 @@
 
 use std::collections::HashMap;
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -119,33 +117,29 @@ impl SessionHub {
             }
             contacts_of(store.as_ref(), user, max_members).await
         };
-        ctx.spawn(lookup.into_actor(self).map(move |contacts, hub, _| {
+        ctx.spawn(lookup.into_actor(self).map(move |contacts, hub, ctx| {
             let users: Vec<UserId> = contacts.into_iter().collect();
-            hub.deliver_to(&users, &Outbound::Ephemeral { bytes });
+            hub.deliver_to(&users, &Outbound::Ephemeral { bytes }, ctx);
         }));
     }
 
     /// Start the next directory report, unless one is in flight; each one starts the next.
     fn report_to_directory(&mut self, ctx: &mut Context<Self>) {
-        let Some(report) = self.lane.next() else {
+        let Some(report) = self.lane.start_next() else {
             return;
+        };
+        let call = match report {
+            Report::Heartbeat => DirectoryCall::Heartbeat(self.connections.keys().copied().collect()),
+            Report::User(user) if self.connections.contains_key(&user) => DirectoryCall::Connected(user),
+            Report::User(user) => {
+                let at = self.last_seen.get(&user).copied().unwrap_or_else(now_millis);
+                DirectoryCall::Disconnected(user, at)
+            }
         };
         let presence = self.presence.clone();
         let node = self.node;
-        let call: Pin<Box<dyn Future<Output = (&'static str, Result<(), PresenceError>)>>> = match report {
-            Report::Heartbeat => {
-                let users: Vec<UserId> = self.connections.keys().copied().collect();
-                Box::pin(async move { ("heartbeat", presence.heartbeat(&users, node).await) })
-            }
-            Report::User(user) if self.connections.contains_key(&user) => {
-                Box::pin(async move { ("user_connected", presence.user_connected(user, node).await) })
-            }
-            Report::User(user) => {
-                let at = self.last_seen.get(&user).copied().unwrap_or_else(now_millis);
-                Box::pin(async move { ("user_disconnected", presence.user_disconnected(user, node, at).await) })
-            }
-        };
-        ctx.spawn(call.into_actor(self).map(|(operation, result), hub, ctx| {
+        let work = async move { call.run(presence.as_ref(), node).await };
+        ctx.spawn(work.into_actor(self).map(|(operation, result), hub, ctx| {
             if let Err(error) = result {
                 // The directory logs outages itself; the next heartbeat repairs this node's entries.
                 tracing::debug!(operation, %error, "Presence directory report failed.");
@@ -167,7 +161,7 @@ impl SessionHub {
         }
     }
 
-    fn deliver_to(&mut self, users: &[UserId], item: &Outbound) -> usize {
+    fn deliver_to(&mut self, users: &[UserId], item: &Outbound, ctx: &mut Context<Self>) -> usize {
         let mut delivered = 0;
         let mut slow: Vec<(UserId, ConnectionId)> = Vec::new();
         for user in users {
@@ -191,8 +185,8 @@ impl SessionHub {
         }
         for (user, id) in slow {
             if self.remove_where(user, |c| c.id == id) {
-                // Reported with the next directory report or heartbeat.
-                self.lane.user_changed(user);
+                // The user's last connection here is gone: offline, like any disconnect.
+                self.presence_changed(user, false, ctx);
             }
         }
         metrics::delivered(delivered);
@@ -217,6 +211,23 @@ impl SessionHub {
             self.presence_changed(user, false, ctx);
         }
         kicked
+    }
+}
+
+/// One report to the presence directory, with the state it carries.
+enum DirectoryCall {
+    Heartbeat(Vec<UserId>),
+    Connected(UserId),
+    Disconnected(UserId, UnixMillis),
+}
+
+impl DirectoryCall {
+    async fn run(self, presence: &dyn PresenceDirectory, node: NodeId) -> (&'static str, Result<(), PresenceError>) {
+        match self {
+            Self::Heartbeat(users) => ("heartbeat", presence.heartbeat(&users, node).await),
+            Self::Connected(user) => ("user_connected", presence.user_connected(user, node).await),
+            Self::Disconnected(user, at) => ("user_disconnected", presence.user_disconnected(user, node, at).await),
+        }
     }
 }
 
@@ -309,8 +320,8 @@ pub struct Fanout {
 impl Handler<Fanout> for SessionHub {
     type Result = ();
 
-    fn handle(&mut self, msg: Fanout, _ctx: &mut Context<Self>) {
-        self.deliver_to(&msg.users, &msg.item);
+    fn handle(&mut self, msg: Fanout, ctx: &mut Context<Self>) {
+        self.deliver_to(&msg.users, &msg.item, ctx);
     }
 }
 

@@ -45,7 +45,7 @@ impl DirectoryLane {
 
     /// The report to make now, if none is in flight. Heartbeats go first so that churn cannot
     /// starve them (their entries would expire).
-    pub fn next(&mut self) -> Option<Report> {
+    pub fn start_next(&mut self) -> Option<Report> {
         if self.busy {
             return None;
         }
@@ -80,12 +80,12 @@ mod tests {
         let mut lane = DirectoryLane::default();
         lane.user_changed(UserId(1));
         lane.user_changed(UserId(2));
-        assert_eq!(lane.next(), Some(Report::User(UserId(1))));
-        assert_eq!(lane.next(), None, "one in flight");
+        assert_eq!(lane.start_next(), Some(Report::User(UserId(1))));
+        assert_eq!(lane.start_next(), None, "one in flight");
         lane.finished();
-        assert_eq!(lane.next(), Some(Report::User(UserId(2))));
+        assert_eq!(lane.start_next(), Some(Report::User(UserId(2))));
         lane.finished();
-        assert_eq!(lane.next(), None);
+        assert_eq!(lane.start_next(), None);
     }
 
     #[test]
@@ -96,13 +96,13 @@ mod tests {
         }
         lane.user_changed(UserId(2));
         assert_eq!(lane.pending(), 2);
-        assert_eq!(lane.next(), Some(Report::User(UserId(1))));
+        assert_eq!(lane.start_next(), Some(Report::User(UserId(1))));
         // Changed again while its report is in flight: reported again afterwards.
         lane.user_changed(UserId(1));
         lane.finished();
-        assert_eq!(lane.next(), Some(Report::User(UserId(2))));
+        assert_eq!(lane.start_next(), Some(Report::User(UserId(2))));
         lane.finished();
-        assert_eq!(lane.next(), Some(Report::User(UserId(1))));
+        assert_eq!(lane.start_next(), Some(Report::User(UserId(1))));
     }
 
     #[test]
@@ -111,10 +111,10 @@ mod tests {
         lane.user_changed(UserId(1));
         lane.heartbeat_due();
         lane.heartbeat_due();
-        assert_eq!(lane.next(), Some(Report::Heartbeat));
+        assert_eq!(lane.start_next(), Some(Report::Heartbeat));
         lane.finished();
-        assert_eq!(lane.next(), Some(Report::User(UserId(1))));
+        assert_eq!(lane.start_next(), Some(Report::User(UserId(1))));
         lane.finished();
-        assert_eq!(lane.next(), None);
+        assert_eq!(lane.start_next(), None);
     }
 }

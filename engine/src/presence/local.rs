@@ -164,8 +164,11 @@ impl Actor for LocalPresenceActor {
     }
 }
 
-/// Run a closure on the actor's state (every operation is one such message).
-struct Apply<R>(Box<dyn FnOnce(&mut LocalState, Instant) -> R + Send>);
+/// An operation on the state, given the current instant.
+type Operation<R> = Box<dyn FnOnce(&mut LocalState, Instant) -> R + Send>;
+
+/// Run an operation on the actor's state (every call is one such message).
+struct Apply<R>(Operation<R>);
 
 impl<R: Send + 'static> Message for Apply<R> {
     type Result = R;

@@ -16,15 +16,21 @@
 //! Advisory, by construction: the client is a [`ConnectionManager`] that reconnects by itself;
 //! every call is bounded by [`RedisOptions::command_timeout_ms`] and fails with
 //! [`PresenceError::Unavailable`]; the first failure after a success is logged as a warning and
-//! the recovery as info. The manager and its connection run on a small runtime of their own
-//! (thread `roost-redis`), so they never depend on which actix arbiter happened to make a call,
-//! and they stop when the last clone of the handle is dropped.
+//! the recovery as info. While Redis is failing, one call per [`PROBE_INTERVAL`] goes through
+//! to probe it and the others fail at once, so callers (a login's rate limit, say) do not each
+//! wait out the timeout during an outage.
+//!
+//! The manager and its connection run on a small runtime of their own (thread `roost-redis`),
+//! so they never depend on which actix arbiter happened to make a call, and they stop when the
+//! last clone of the handle is dropped.
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
@@ -47,6 +53,9 @@ use crate::model::UnixMillis;
 
 /// Users per script call: bounds how long one call keeps Redis busy.
 const USERS_PER_CALL: usize = 200;
+
+/// While Redis is failing, at most one call per interval is let through to probe it.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Mark users online on a node until now + TTL, and optionally advance their last seen.
 /// KEYS: per user, its node set then its last-seen key. ARGV: node, TTL ms, last seen ms or ''.
@@ -125,6 +134,9 @@ struct Inner {
     ttl: Duration,
     command_timeout: Duration,
     healthy: AtomicBool,
+    /// When the last call was let through while unhealthy, in ms since `epoch`.
+    last_probe_ms: AtomicU64,
+    epoch: Instant,
     runtime: Handle,
     /// Dropping it ends the `roost-redis` thread and the runtime with it.
     _stop: oneshot::Sender<()>,
@@ -169,13 +181,15 @@ impl RedisPresence {
                 command_timeout: options.command_timeout(),
                 // Optimistic, so that a first failure is reported as a transition.
                 healthy: AtomicBool::new(true),
+                last_probe_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
                 runtime,
                 _stop: stop,
             }),
         };
         let first = presence.ping(options.connect_timeout()).await;
         if let Err(error) = first {
-            tracing::warn!(%error, "Redis is not reachable yet; presence is local until it is.");
+            tracing::info!(%error, "Starting without Redis; the client keeps reconnecting in the background.");
         } else {
             tracing::info!(url = %super::options::redact_url(&options.url), "Connected to Redis.");
         }
@@ -217,6 +231,12 @@ impl RedisPresence {
         F: FnOnce(ConnectionManager, Arc<Scripts>) -> Fut,
         Fut: Future<Output = RedisResult<T>> + Send + 'static,
     {
+        if !self.admit() {
+            metrics::presence_error(operation);
+            return Err(PresenceError::Unavailable(format!(
+                "redis {operation}: Redis is failing; next attempt within {PROBE_INTERVAL:?}"
+            )));
+        }
         let work = call(self.inner.manager.clone(), self.inner.scripts.clone());
         let outcome = self
             .inner
@@ -235,6 +255,25 @@ impl RedisPresence {
         result
     }
 
+    /// Whether a call may go to Redis now: always while healthy, else one per probe interval.
+    fn admit(&self) -> bool {
+        if self.healthy() {
+            return true;
+        }
+        let now = self.millis();
+        let last = self.inner.last_probe_ms.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= PROBE_INTERVAL.as_millis() as u64
+            && self
+                .inner
+                .last_probe_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn record<T>(&self, operation: &'static str, result: &Result<T, PresenceError>) {
         let ok = result.is_ok();
         let was = self.inner.healthy.swap(ok, Ordering::Relaxed);
@@ -242,6 +281,8 @@ impl RedisPresence {
             Err(error) => {
                 metrics::presence_error(operation);
                 if was {
+                    // The failed call counts as the first probe.
+                    self.inner.last_probe_ms.store(self.millis(), Ordering::Relaxed);
                     tracing::warn!(%error, "Redis is unavailable; presence degrades to this node's view.");
                 } else {
                     tracing::debug!(%error, "Redis is still unavailable.");
