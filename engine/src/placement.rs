@@ -5,15 +5,16 @@
 //! not local, so at most one actor sequences a conversation.
 
 use crate::ids::ConversationId;
-
-/// Identifier of a node in a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u64);
+pub use crate::ids::NodeId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Owner {
+    /// This node sequences the conversation.
     Local,
+    /// Another node does.
     Remote(NodeId),
+    /// Nobody does right now (the shard is being moved or has no owner yet): retry shortly.
+    Unassigned,
 }
 
 pub trait Placement: Send + Sync + 'static {

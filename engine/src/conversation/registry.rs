@@ -101,7 +101,7 @@ impl Handler<Envelope> for ConversationRegistry {
 
     fn handle(&mut self, envelope: Envelope, ctx: &mut Context<Self>) {
         let id = envelope.conversation;
-        if let Owner::Remote(_) = self.placement.owner(id) {
+        if matches!(self.placement.owner(id), Owner::Remote(_) | Owner::Unassigned) {
             let _ = envelope.reply.send(Err(ConversationError::NotOwner(id)));
             return;
         }
