@@ -16,6 +16,8 @@
 #   CASSANDRA_MAVEN_REPO             a Maven local repository (-Dmaven.repo.local), e.g. target/m2
 #   JAVA17                           path of a Java 17 `java` (Cassandra 5.0 runs on 11 or 17 only)
 #
+# Java 17 and Maven are installed with apt-get when missing and running as root (CI machines).
+#
 # The log of the node is target/cassandra/node/logs/stdout.log.
 set -euo pipefail
 
@@ -34,6 +36,19 @@ START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 say() { echo "cassandra.sh: $*"; }
 die() { echo "cassandra.sh: $*" >&2; exit 1; }
 
+# Java 17 and Maven are Debian packages; a fresh machine (CI) gets them here, once.
+ensure_tools() {
+  if command -v mvn >/dev/null && find_java17 >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Java 17 and Maven (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      openjdk-17-jre-headless maven >/dev/null
+  else
+    die "Java 17 and Maven are needed: install openjdk-17-jre-headless and maven"
+  fi
+}
+
 find_java17() {
   local candidate
   for candidate in "${JAVA17:-}" "$(command -v java || true)" \
@@ -41,7 +56,8 @@ find_java17() {
     [ -n "$candidate" ] && [ -x "$candidate" ] || continue
     if "$candidate" -version 2>&1 | head -n1 | grep -q '"17\.'; then echo "$candidate"; return 0; fi
   done
-  die "no Java 17 found (Cassandra 5.0 runs on Java 11 or 17 only): install openjdk-17-jre-headless or set JAVA17"
+  echo "cassandra.sh: no Java 17 found (Cassandra 5.0 runs on Java 11 or 17 only): install openjdk-17-jre-headless or set JAVA17" >&2
+  return 1
 }
 
 fetch_classpath() {
@@ -110,6 +126,7 @@ start() {
   if cql_port_open; then
     die "port $CQL_PORT is already in use by another process; stop it or set CASSANDRA_CQL_PORT"
   fi
+  ensure_tools
   java="$(find_java17)"
   started=$SECONDS
   fetch_classpath

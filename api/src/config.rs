@@ -23,6 +23,8 @@ use std::path::PathBuf;
 use roost_engine::service::MAX_PAGE;
 use roost_engine::store::embedded::DurabilityMode;
 use roost_engine::store::embedded::EmbeddedOptions;
+use roost_engine::store::scylla::CqlConsistency;
+use roost_engine::store::scylla::ScyllaOptions;
 use roost_engine::EngineConfig;
 use serde::Deserialize;
 use serde::Serialize;
@@ -41,6 +43,8 @@ pub const FRAME_OVERHEAD_BYTES: usize = 4096;
 pub struct NodeConfig {
     pub server: ServerConfig,
     pub storage: StorageConfig,
+    /// The ScyllaDB (or Cassandra) cluster, used when `storage.backend = "scylla"`.
+    pub scylla: ScyllaOptions,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -103,12 +107,15 @@ pub enum StorageBackend {
     /// Single node, embedded store in `data_dir`; nothing else to install.
     #[default]
     Embedded,
+    /// A ScyllaDB (or Apache Cassandra 4.1+) cluster, configured in `[scylla]`.
+    Scylla,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Where messages and accounts are stored. `embedded`: a single file in `data_dir`.
+    /// `scylla`: a ScyllaDB or Cassandra cluster, configured in `[scylla]`.
     pub backend: StorageBackend,
     /// Directory of the embedded store (created if missing). Back up its roost.redb file
     /// while the node is stopped.
@@ -581,6 +588,9 @@ impl NodeConfig {
         let mut problems = Vec::new();
         self.server.problems(&mut problems);
         self.storage.problems(&mut problems);
+        if self.storage.backend == StorageBackend::Scylla {
+            problems.extend(self.scylla.problems("scylla."));
+        }
         self.auth.problems(&mut problems);
         self.limits_problems(&mut problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -609,7 +619,26 @@ impl NodeConfig {
                 self.limits.max_request_body_bytes
             ));
         }
-        if self.storage.durability == DurabilityMode::Relaxed {
+        if self.storage.backend == StorageBackend::Scylla {
+            if self.scylla.replication.values().any(|&factor| factor < 3) {
+                warnings.push(
+                    "scylla.replication: a replication factor below 3 loses data or availability when a \
+                     node fails; use 3 per datacenter in production"
+                        .into(),
+                );
+            }
+            if matches!(
+                self.scylla.write_consistency,
+                CqlConsistency::One | CqlConsistency::LocalOne
+            ) {
+                warnings.push(
+                    "scylla.write_consistency: a message acknowledged after one replica is lost if that \
+                     replica fails before the others have it; use local_quorum"
+                        .into(),
+                );
+            }
+        }
+        if self.storage.backend == StorageBackend::Embedded && self.storage.durability == DurabilityMode::Relaxed {
             warnings.push(
                 "storage.durability = \"relaxed\": a crash or power loss can lose acknowledged \
                  messages; use it for benchmarks and disposable data only"
@@ -862,7 +891,8 @@ pub const DOCS: &[SectionDoc] = &[
         fields: &[
             field(
                 "backend",
-                "Where messages and accounts are stored. `embedded`: a single file in `data_dir`.",
+                "Where messages and accounts are stored. `embedded`: a single file in `data_dir`.\n\
+                 `scylla`: a ScyllaDB or Cassandra cluster, configured in `[scylla]`.",
             ),
             field(
                 "data_dir",
@@ -879,6 +909,104 @@ pub const DOCS: &[SectionDoc] = &[
             field(
                 "relaxed_flush_interval_ms",
                 "Relaxed mode only: longest time between fsyncs.",
+            ),
+        ],
+    },
+    SectionDoc {
+        name: "scylla",
+        doc: "The ScyllaDB (or Cassandra 4.1+) cluster, used when storage.backend = \"scylla\".",
+        fields: &[
+            field(
+                "contact_points",
+                "Nodes to contact first, as `host:port` (the CQL port, 9042 by default). One reachable node is\n\
+                 enough: the driver discovers the rest of the cluster from it.",
+            ),
+            field(
+                "keyspace",
+                "Keyspace holding Roost's tables. Letters, digits and `_`, at most 48 characters. Created by\n\
+                 the migrations with `replication` if missing.",
+            ),
+            optional(
+                "local_datacenter",
+                "Datacenter of this node. Requests go to replicas in it first, and `local_quorum` /\n\
+                 `local_one` count replicas in it. Unset: every node is treated as local (single-DC clusters).",
+                "\"datacenter1\"",
+            ),
+            field(
+                "replication",
+                "Replication of the keyspace, used only when the migrations create it:\n\
+                 `NetworkTopologyStrategy` with a replication factor per datacenter name. Production: 3 per\n\
+                 datacenter. The default of 1 suits a single development node. Changing it later needs\n\
+                 `ALTER KEYSPACE` and a repair, done by an operator.",
+            ),
+            optional(
+                "tablets",
+                "ScyllaDB only: create the keyspace with `tablets = {'enabled': <value>}`. Leave unset on\n\
+                 Cassandra (which rejects the option) and on ScyllaDB releases whose tablets support\n\
+                 lightweight transactions (2025.4 and later). Set `false` on ScyllaDB 6.0 to 2025.3, where\n\
+                 lightweight transactions (used for usernames, direct pairs and ids) need vnodes.",
+                "false",
+            ),
+            optional(
+                "username",
+                "User name for password authentication. Unset: no authentication.",
+                "\"roost\"",
+            ),
+            optional(
+                "password",
+                "Password for `username`. Never logged. Prefer the ROOST__SCYLLA__PASSWORD environment\n\
+                 variable to writing it in this file.",
+                "\"change me\"",
+            ),
+            field(
+                "write_consistency",
+                "Consistency level of writes, including every append that precedes an acknowledgement:\n\
+                 `local_quorum` (default: survives one replica down at RF 3, and a later `local_quorum` read\n\
+                 sees it), `quorum`, `each_quorum`, `all`, `local_one`, `one`, `two`, `three`.",
+            ),
+            field(
+                "read_consistency",
+                "Consistency level of reads. Keep `local_quorum` with `local_quorum` writes so that a read\n\
+                 sees every acknowledged write (R + W > RF).",
+            ),
+            field(
+                "request_timeout_ms",
+                "Client-side timeout of one request, in milliseconds. A request that takes longer fails\n\
+                 with `unavailable` (retryable), and an append that times out fails every append queued\n\
+                 behind it in its conversation.",
+            ),
+            field(
+                "connect_timeout_ms",
+                "Timeout of opening a connection, in milliseconds (also bounds `roost checkconfig`'s probe).",
+            ),
+            field(
+                "events_per_partition",
+                "Events per message partition: a conversation's events are stored in partitions of this\n\
+                 many consecutive seqs, which bounds every partition's size. Fixed when the keyspace is\n\
+                 first migrated; a different value later is refused (it would misplace every lookup).",
+            ),
+            field(
+                "id_block_size",
+                "User and conversation ids are taken from a shared counter in blocks of this many (one\n\
+                 lightweight transaction per block), so ids stay small integers. Ids left in a block when a\n\
+                 node stops are skipped.",
+            ),
+            field(
+                "max_batch_bytes",
+                "Largest CQL batch the append pipeline writes, in bytes (approximate). Appends of one\n\
+                 conversation that queue up while its previous batch is written are coalesced into one\n\
+                 logged batch up to this size. Keep it below the server's `batch_size_fail_threshold`\n\
+                 (Cassandra 50 KiB by default, ScyllaDB 1 MiB); a single larger append is written alone.",
+            ),
+            field(
+                "message_ttl_secs",
+                "Retention: seconds after which events (and their client message ids) expire, written as a\n\
+                 per-write TTL. 0 keeps them forever. Applies to events written after the change.",
+            ),
+            field(
+                "apply_migrations_on_start",
+                "Apply pending schema migrations when the node starts. When false, run `roost migrate`\n\
+                 before starting a new version; the node refuses to start on a keyspace without the schema.",
             ),
         ],
     },

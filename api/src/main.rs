@@ -1,8 +1,9 @@
 //! `roost`: the Roost chat server binary.
 //!
 //! `roost` alone runs the server (`roost serve`). The other subcommands help operators: write a
-//! commented config (`genconfig`), check one (`checkconfig`), create a user while the server is
-//! stopped (`user add`), make a development TLS certificate (`cert dev`).
+//! commented config (`genconfig`), check one (`checkconfig`), apply the ScyllaDB schema
+//! (`migrate`), create a user while the server is stopped (`user add`), make a development TLS
+//! certificate (`cert dev`).
 
 use std::io::BufRead;
 use std::io::IsTerminal;
@@ -19,6 +20,7 @@ use clap::Subcommand;
 use roost_api::auth;
 use roost_api::auth::NewAccount;
 use roost_api::config::NodeConfig;
+use roost_api::config::StorageBackend;
 use roost_api::server;
 use roost_api::tls;
 use roost_api::wire::PROTOCOL_VERSION;
@@ -52,8 +54,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Load and validate the configuration; print every problem. Exit code 1 if any.
+    /// Load and validate the configuration; print every problem. Exit code 1 if any. With
+    /// storage.backend = "scylla", also try to reach the cluster.
     Checkconfig(ConfigArgs),
+    /// Apply pending schema migrations to the ScyllaDB keyspace (creating it if missing) and
+    /// print the versions applied. Safe to run again; the embedded store needs none.
+    Migrate(ConfigArgs),
     /// Manage users directly in the data directory.
     #[command(subcommand)]
     User(UserCommand),
@@ -139,6 +145,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(&args),
         Command::Genconfig { output, force } => genconfig(output.as_deref(), force),
         Command::Checkconfig(args) => checkconfig(&args),
+        Command::Migrate(args) => migrate(&args),
         Command::User(UserCommand::Add(args)) => user_add(args),
         Command::Cert(CertCommand::Dev { out_dir, hosts, force }) => cert_dev(&out_dir, &hosts, force),
         Command::Version => {
@@ -206,7 +213,12 @@ fn checkconfig(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     for warning in config.warnings() {
         println!("warning: {warning}");
     }
-    let problems = config.validate();
+    let mut problems = config.validate();
+    if problems.is_empty() && config.storage.backend == StorageBackend::Scylla {
+        if let Err(problem) = probe_scylla(&config) {
+            problems.push(problem);
+        }
+    }
     if problems.is_empty() {
         println!("configuration OK");
         return Ok(ExitCode::SUCCESS);
@@ -218,6 +230,60 @@ fn checkconfig(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Connect to the configured CQL cluster with a short timeout and report its schema version.
+fn probe_scylla(config: &NodeConfig) -> Result<(), String> {
+    use roost_engine::store::scylla;
+    let mut options = config.scylla.clone();
+    options.connect_timeout_ms = options.connect_timeout_ms.min(3_000);
+    options.request_timeout_ms = options.request_timeout_ms.min(5_000);
+    actix_web::rt::System::new().block_on(async move {
+        let session = scylla::open_session(&options)
+            .await
+            .map_err(|e| format!("the ScyllaDB backend is unreachable: {e}"))?;
+        let versions = scylla::migrations::applied_versions(&session, &options)
+            .await
+            .map_err(|e| format!("the ScyllaDB backend answered but reading the schema failed: {e}"))?;
+        let current = versions.last().copied().unwrap_or(0);
+        println!(
+            "scylla: reached {}; keyspace `{}` at schema version {current} (this build needs {})",
+            options.contact_points.join(", "),
+            options.keyspace,
+            scylla::migrations::LATEST
+        );
+        if current < scylla::migrations::LATEST && !options.apply_migrations_on_start {
+            return Err(
+                "the keyspace needs migrations and scylla.apply_migrations_on_start is false: \
+                        run `roost migrate`"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    })
+}
+
+fn migrate(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    use roost_engine::store::scylla;
+    let config = load_valid(args)?;
+    if config.storage.backend != StorageBackend::Scylla {
+        println!("storage.backend is not \"scylla\": nothing to migrate (the embedded store checks its format when it opens)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = config.scylla.clone();
+    let (applied, versions) = actix_web::rt::System::new().block_on(async move {
+        let session = scylla::open_session(&options).await?;
+        let applied = scylla::migrate(&session, &options).await?;
+        let versions = scylla::migrations::applied_versions(&session, &options).await?;
+        anyhow::Ok((applied, versions))
+    })?;
+    let keyspace = &config.scylla.keyspace;
+    if applied.is_empty() {
+        println!("keyspace `{keyspace}` is up to date (schema versions {versions:?})");
+    } else {
+        println!("keyspace `{keyspace}`: applied schema versions {applied:?} (now {versions:?})");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn user_add(args: UserAddArgs) -> anyhow::Result<ExitCode> {
     let config = load_valid(&args.config)?;
     let password = read_password(args.password_stdin)?;
@@ -227,9 +293,8 @@ fn user_add(args: UserAddArgs) -> anyhow::Result<ExitCode> {
         password,
         admin: args.admin,
     };
-    let storage = config.storage.clone();
     let user = actix_web::rt::System::new().block_on(async move {
-        let store = server::open_store(&storage).map_err(|e| {
+        let store = server::open_store(&config).await.map_err(|e| {
             anyhow::anyhow!(
                 "{e:#}\n`roost user add` opens the store directly: stop the server first, or use \
                  POST /v1/admin/users on the running server"

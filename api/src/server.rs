@@ -33,13 +33,13 @@ use roost_engine::delivery::hub::KickAll;
 use roost_engine::delivery::DisconnectReason;
 use roost_engine::placement::SingleNode;
 use roost_engine::store::embedded::EmbeddedStore;
+use roost_engine::store::scylla::ScyllaStore;
 use roost_engine::store::Store;
 use roost_engine::Engine;
 
 use crate::auth::Auth;
 use crate::config::NodeConfig;
 use crate::config::StorageBackend;
-use crate::config::StorageConfig;
 use crate::encoder::JsonEncoder;
 use crate::error::ApiError;
 use crate::error::ErrorCode;
@@ -70,7 +70,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     actix_web::rt::spawn(telemetry::run_metrics_upkeep(metrics.clone(), Duration::from_secs(5)));
 
     let config = Arc::new(config);
-    let store = open_store(&config.storage)?;
+    let store = open_store(&config).await?;
     let state = build_state(config.clone(), store);
     let mut listeners = Listeners::bind(&state, &metrics)?;
     state.lifecycle.set_ready();
@@ -95,14 +95,28 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Open the configured storage backend.
-pub fn open_store(config: &StorageConfig) -> anyhow::Result<Arc<dyn Store>> {
-    match config.backend {
+/// Open the configured storage backend. For `scylla`, this connects to the cluster and applies
+/// pending schema migrations when `scylla.apply_migrations_on_start`; its driver tasks run on the
+/// calling runtime.
+pub async fn open_store(config: &NodeConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let storage = &config.storage;
+    match storage.backend {
         StorageBackend::Embedded => {
-            let store = EmbeddedStore::open(config.embedded_options()).with_context(|| {
+            let store = EmbeddedStore::open(storage.embedded_options()).with_context(|| {
                 format!(
                     "cannot open the embedded store in {} (storage.data_dir)",
-                    config.data_dir.display()
+                    storage.data_dir.display()
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+        StorageBackend::Scylla => {
+            let scylla = &config.scylla;
+            let store = ScyllaStore::connect(scylla.clone()).await.with_context(|| {
+                format!(
+                    "cannot open the ScyllaDB store (keyspace `{}` at {})",
+                    scylla.keyspace,
+                    scylla.contact_points.join(", ")
                 )
             })?;
             Ok(Arc::new(store))

@@ -4,7 +4,8 @@
 //! [`ConversationStore`] (headers, members, receipts) and [`MessageStore`] (the per-conversation
 //! event log with its idempotency index). [`Store`] is all three, and is what the node holds as
 //! `Arc<dyn Store>`. Implementations: [`memory::MemoryStore`] (tests), [`embedded::EmbeddedStore`]
-//! (single node, redb). Every implementation must pass [`testing::run_suite`].
+//! (single node, redb), `scylla::ScyllaStore` (ScyllaDB or Cassandra, feature `scylla`). Every
+//! implementation must pass [`testing::run_suite`].
 //!
 //! Contract of [`MessageStore::append`], which the delivery contract rests on:
 //! - the returned future resolves `Ok` only once the event (and its effects) is durable;
@@ -16,6 +17,8 @@
 
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 pub mod testing;
 
 use std::future::Future;

@@ -10,7 +10,6 @@ use futures_util::future::try_join_all;
 
 use super::codec;
 use super::codec::key;
-use super::options::MAX_TTL_SECS;
 use super::ScyllaStore;
 use super::WriteBatch;
 use super::USER_IDS;
@@ -79,9 +78,7 @@ fn session_from_row(row: SessionRow) -> Result<SessionRecord, StoreError> {
 /// TTL of a session's rows: its remaining lifetime plus the grace, within CQL's limits.
 fn session_ttl(expires_at: UnixMillis, now: UnixMillis) -> i32 {
     let remaining = (expires_at.saturating_sub(now) / 1000).max(0);
-    remaining
-        .saturating_add(SESSION_TTL_GRACE_SECS)
-        .clamp(1, i64::from(MAX_TTL_SECS)) as i32
+    super::cap_ttl(remaining.saturating_add(SESSION_TTL_GRACE_SECS))
 }
 
 fn now_millis() -> UnixMillis {
@@ -346,14 +343,20 @@ impl AccountStore for ScyllaStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::options::MAX_TTL_SECS;
     use super::*;
 
     #[test]
     fn session_ttl_covers_the_lifetime_and_stays_in_range() {
         let now = 1_700_000_000_000;
         assert_eq!(session_ttl(now + 3_600_000, now), 3600 + SESSION_TTL_GRACE_SECS as i32);
-        assert_eq!(session_ttl(100, now), SESSION_TTL_GRACE_SECS as i32, "already expired: the grace");
-        assert_eq!(session_ttl(i64::MAX, now), MAX_TTL_SECS as i32);
+        assert_eq!(
+            session_ttl(100, now),
+            SESSION_TTL_GRACE_SECS as i32,
+            "already expired: the grace"
+        );
+        let longest = session_ttl(i64::MAX, now);
+        assert!(longest > 0 && longest <= MAX_TTL_SECS as i32, "capped: {longest}");
         assert_eq!(session_ttl(i64::MIN, now), SESSION_TTL_GRACE_SECS as i32);
     }
 }

@@ -93,7 +93,10 @@ pub(super) fn parse_conversation_kind(operation: &'static str, text: &str) -> Re
     match text {
         "direct" => Ok(ConversationKind::Direct),
         "group" => Ok(ConversationKind::Group),
-        other => Err(errors::corrupt(operation, format!("unknown conversation kind `{other}`"))),
+        other => Err(errors::corrupt(
+            operation,
+            format!("unknown conversation kind `{other}`"),
+        )),
     }
 }
 
@@ -220,9 +223,8 @@ pub(super) fn event_from_row(conversation: ConversationId, row: EventRow) -> Res
             None => Ok(MessageBody::default()),
         }
     };
-    let seq_of = |value: Option<i64>| -> Result<Option<Seq>, StoreError> {
-        value.map(|v| unsigned(OP, v).map(Seq)).transpose()
-    };
+    let seq_of =
+        |value: Option<i64>| -> Result<Option<Seq>, StoreError> { value.map(|v| unsigned(OP, v).map(Seq)).transpose() };
     let target = || -> Result<Seq, StoreError> { Ok(Seq(unsigned(OP, required(OP, "target", target)?)?)) };
     let kind = match kind.as_str() {
         "message" => EventKind::Message {
@@ -265,7 +267,18 @@ mod tests {
             kind,
         };
         let c = event_columns(&event).expect("encodes");
-        let row: EventRow = (12, Some(c.0), Some(c.1), Some(c.2.to_owned()), c.3, c.4, c.5, c.6, c.7, c.8);
+        let row: EventRow = (
+            12,
+            Some(c.0),
+            Some(c.1),
+            Some(c.2.to_owned()),
+            c.3,
+            c.4,
+            c.5,
+            c.6,
+            c.7,
+            c.8,
+        );
         assert_eq!(event_from_row(ConversationId(7), row).expect("decodes"), Some(event));
     }
 

@@ -26,11 +26,13 @@ fn db_hint(error: &DbError) -> &'static str {
             "replicas did not answer in time: check the cluster's load and disks; a timed-out write \
              may still be applied, the client's retry is de-duplicated by its client message id"
         }
-        DbError::Overloaded | DbError::RateLimitReached { .. } => "the cluster is overloaded: retry later or add capacity",
+        DbError::Overloaded | DbError::RateLimitReached { .. } => {
+            "the cluster is overloaded: retry later or add capacity"
+        }
         DbError::IsBootstrapping => "the node is still starting: retry in a moment",
         DbError::Invalid | DbError::SyntaxError => {
-            "the schema does not match this build: run `roost migrate` (or enable \
-             scylla.apply_migrations_on_start) and check scylla.keyspace"
+            "the server refused the request; if it names a missing keyspace, table or column, run \
+             `roost migrate` (or enable scylla.apply_migrations_on_start) and check scylla.keyspace"
         }
         DbError::AuthenticationError => "check scylla.username and scylla.password",
         DbError::Unauthorized => "the configured user lacks permissions on the keyspace: grant them",

@@ -125,9 +125,10 @@ pub async fn applied_versions(session: &Session, options: &ScyllaOptions) -> Res
     let result = match session.query_unpaged(statement, ()).await {
         Ok(result) => result,
         // A keyspace or table that does not exist yet: nothing is applied.
-        Err(::scylla::errors::ExecutionError::LastAttemptError(
-            ::scylla::errors::RequestAttemptError::DbError(::scylla::errors::DbError::Invalid, _),
-        )) => return Ok(Vec::new()),
+        Err(::scylla::errors::ExecutionError::LastAttemptError(::scylla::errors::RequestAttemptError::DbError(
+            ::scylla::errors::DbError::Invalid,
+            _,
+        ))) => return Ok(Vec::new()),
         Err(e) => return Err(errors::execution("reading schema_version", e)),
     };
     let rows = result
@@ -160,7 +161,12 @@ pub async fn migrate(session: &Session, options: &ScyllaOptions) -> Result<Vec<i
     let done = applied_versions(session, options).await?;
     let mut applied = Vec::new();
     for migration in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
-        tracing::info!(keyspace = ks, version = migration.version, description = migration.description, "Applying a schema migration.");
+        tracing::info!(
+            keyspace = ks,
+            version = migration.version,
+            description = migration.description,
+            "Applying a schema migration."
+        );
         for statement in migration.statements {
             run(session, "applying a schema migration", cql(statement, ks)).await?;
         }
@@ -207,7 +213,13 @@ mod tests {
             for statement in migration.statements {
                 let upper = statement.to_uppercase();
                 assert!(upper.contains("IF NOT EXISTS"), "not idempotent: {statement}");
-                for banned in ["MATERIALIZED VIEW", "CREATE INDEX", "USING TIMEOUT", "TABLETS", "SELECT *"] {
+                for banned in [
+                    "MATERIALIZED VIEW",
+                    "CREATE INDEX",
+                    "USING TIMEOUT",
+                    "TABLETS",
+                    "SELECT *",
+                ] {
                     assert!(!upper.contains(banned), "{banned} is not portable: {statement}");
                 }
                 assert!(statement.contains("{ks}."), "names the keyspace: {statement}");

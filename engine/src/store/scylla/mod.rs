@@ -386,15 +386,35 @@ impl Inner {
     /// The highest id handed out by `counter` so far (0 if none), read without a transaction.
     async fn highest_id(&self, counter: &'static str) -> Result<u64, StoreError> {
         const OP: &str = "reading id_counters";
-        let next = self.one::<(Option<i64>,)>(OP, &self.statements.peek_counter, (counter,)).await?;
+        let next = self
+            .one::<(Option<i64>,)>(OP, &self.statements.peek_counter, (counter,))
+            .await?;
         match next.and_then(|(n,)| n) {
             Some(next) => Ok(codec::unsigned(OP, next)?.saturating_sub(1)),
             None => Ok(0),
         }
     }
 
+    /// The TTL of event rows: 0 (none) or the retention, capped by [`cap_ttl`].
     fn ttl(&self) -> i32 {
-        // Bounded by MAX_TTL_SECS in `problems()`, far below i32::MAX.
-        self.options.message_ttl_secs.min(options::MAX_TTL_SECS) as i32
+        match self.options.message_ttl_secs {
+            0 => 0,
+            secs => cap_ttl(i64::from(secs)),
+        }
     }
+}
+
+/// Latest expiration time Cassandra accepts by default: 2038-01-19T03:14:07Z. Cassandra 4.x and
+/// 5.0 (in its default `storage_compatibility_mode: CASSANDRA_4`) refuse a write whose TTL ends
+/// later (CASSANDRA-14092); ScyllaDB allows more. Portable TTLs stay a day short of it.
+const LATEST_EXPIRATION_SECS: i64 = i32::MAX as i64;
+
+/// A TTL in seconds CQL accepts everywhere: at least 1, at most 20 years, and ending a day
+/// before 2038-01-19.
+pub(super) fn cap_ttl(secs: i64) -> i32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let until_limit = LATEST_EXPIRATION_SECS - now - 24 * 3600;
+    secs.min(i64::from(options::MAX_TTL_SECS)).min(until_limit).max(1) as i32
 }

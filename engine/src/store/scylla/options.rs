@@ -253,7 +253,11 @@ mod tests {
         assert_eq!(options.keyspace, "chat");
         assert_eq!(options.replication.len(), 2);
         assert_eq!(options.write_consistency, CqlConsistency::EachQuorum);
-        assert_eq!(options.read_consistency, CqlConsistency::LocalQuorum, "defaults fill the rest");
+        assert_eq!(
+            options.read_consistency,
+            CqlConsistency::LocalQuorum,
+            "defaults fill the rest"
+        );
         assert!(serde_json::from_str::<ScyllaOptions>(r#"{"keyspaces": "x"}"#).is_err());
     }
 }

@@ -110,6 +110,7 @@ statements! {
 
     insert_conversation: Write => "INSERT INTO {ks}.conversations ({CONVERSATION_COLUMNS}) VALUES (?, ?, ?, ?, ?)";
     select_conversation: Read => "SELECT {CONVERSATION_COLUMNS} FROM {ks}.conversations WHERE conversation_id = ?";
+    select_conversation_kind: Read => "SELECT kind FROM {ks}.conversations WHERE conversation_id = ?";
     rename_conversation: Write => "UPDATE {ks}.conversations SET name = ? WHERE conversation_id = ?";
     claim_pair: Lwt => "INSERT INTO {ks}.direct_pairs (user_low, user_high, conversation_id) VALUES (?, ?, ?) \
         IF NOT EXISTS";
@@ -138,6 +139,7 @@ statements! {
         WHERE conversation_id = ? AND bucket = ? AND seq = ?";
     select_event: Read => "SELECT {EVENT_COLUMNS} FROM {ks}.events WHERE conversation_id = ? AND bucket = ? \
         AND seq = ?";
+    select_event_kind: Read => "SELECT kind FROM {ks}.events WHERE conversation_id = ? AND bucket = ? AND seq = ?";
     select_events_after: Read => "SELECT {EVENT_COLUMNS} FROM {ks}.events WHERE conversation_id = ? \
         AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?";
     select_events_before: Read => "SELECT {EVENT_COLUMNS} FROM {ks}.events WHERE conversation_id = ? \
