@@ -20,6 +20,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::path::PathBuf;
 
+use roost_engine::presence::PresenceBackend;
+use roost_engine::presence::RedisOptions;
 use roost_engine::service::MAX_PAGE;
 use roost_engine::store::embedded::DurabilityMode;
 use roost_engine::store::embedded::EmbeddedOptions;
@@ -45,10 +47,23 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// The ScyllaDB (or Cassandra) cluster, used when `storage.backend = "scylla"`.
     pub scylla: ScyllaOptions,
+    pub presence: PresenceConfig,
+    /// The Redis server, used when `presence.backend = "redis"`.
+    pub redis: RedisOptions,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub engine: EngineConfig,
+}
+
+/// Where presence (online, last seen) and shared counters live.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// `local`: in this process (a single node). `redis`: in the Redis of `[redis]`, shared by
+    /// every node. Presence is advisory: if Redis is down, messaging continues and presence
+    /// degrades until it returns.
+    pub backend: PresenceBackend,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -591,6 +606,9 @@ impl NodeConfig {
         if self.storage.backend == StorageBackend::Scylla {
             problems.extend(self.scylla.problems("scylla."));
         }
+        if self.presence.backend == PresenceBackend::Redis {
+            problems.extend(self.redis.problems());
+        }
         self.auth.problems(&mut problems);
         self.limits_problems(&mut problems);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -909,6 +927,50 @@ pub const DOCS: &[SectionDoc] = &[
             field(
                 "relaxed_flush_interval_ms",
                 "Relaxed mode only: longest time between fsyncs.",
+            ),
+        ],
+    },
+    SectionDoc {
+        name: "presence",
+        doc: "Where presence (online, last seen) and shared counters live.",
+        fields: &[field(
+            "backend",
+            "`local`: in this process (a single node). `redis`: in the Redis of `[redis]`, shared by\n\
+             every node. Presence is advisory: if Redis is down, messaging continues and presence\n\
+             degrades until it returns.",
+        )],
+    },
+    SectionDoc {
+        name: "redis",
+        doc: "The Redis server, used when presence.backend = \"redis\".",
+        fields: &[
+            field(
+                "url",
+                "Where Redis listens: `redis://[[user]:password@]host[:port][/db]` or\n\
+                 `redis+unix:///path/to/redis.sock`. A single Redis (or a primary); Redis Cluster is not\n\
+                 supported. Prefer an environment variable (`ROOST__REDIS__URL`) for a URL with a password.",
+            ),
+            field(
+                "key_prefix",
+                "Prepended to every key Roost writes, so several deployments can share one Redis.",
+            ),
+            field(
+                "heartbeat_secs",
+                "How often each node refreshes the entries of its online users, in seconds.",
+            ),
+            field(
+                "presence_ttl_secs",
+                "How long a user's entry for a node lives without a heartbeat, in seconds: the users of a\n\
+                 node that crashed appear offline after at most this long. At least twice `heartbeat_secs`.",
+            ),
+            field(
+                "connect_timeout_ms",
+                "Longest wait for a TCP connection to Redis, in milliseconds.",
+            ),
+            field(
+                "command_timeout_ms",
+                "Longest wait for any one Redis call, in milliseconds. Presence is advisory: a slower\n\
+                 answer counts as a failure and the node carries on without it.",
             ),
         ],
     },

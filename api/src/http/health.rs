@@ -5,10 +5,13 @@
 //! readiness follows the node's [`Lifecycle`](crate::state::Lifecycle): not ready while starting
 //! and once draining for shutdown, so load balancers stop routing new clients here.
 
+use std::time::Duration;
+
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::web;
 use actix_web::HttpResponse;
 use metrics_exporter_prometheus::PrometheusHandle;
+use roost_engine::ids::ConversationId;
 use serde_json::json;
 
 use crate::state::AppState;
@@ -28,19 +31,43 @@ async fn get_healthz() -> HttpResponse {
 
 /// # `GET /readyz`
 ///
-/// Readiness: 200 `{"status":"ready"}` when serving; 503 `{"status":"starting"}` before the
-/// listeners are up, 503 `{"status":"draining"}` once shutdown has begun.
+/// Readiness: 200 `{"status":"ready","storage":"ok","presence":"ok"|"degraded"}` when serving;
+/// 503 with `"status":"starting"` before the listeners are up, `"draining"` once shutdown has
+/// begun, or `"storage_unavailable"` when a probe read of the store fails (within 2 s). Presence
+/// is advisory: a degraded directory (Redis down) is reported but keeps the node ready.
 async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
     let lifecycle = &state.lifecycle;
-    if lifecycle.is_ready() {
-        return HttpResponse::Ok().json(json!({ "status": "ready" }));
+    if !lifecycle.is_ready() {
+        let status = if lifecycle.is_draining() {
+            "draining"
+        } else {
+            "starting"
+        };
+        return HttpResponse::ServiceUnavailable().json(json!({ "status": status }));
     }
-    let status = if lifecycle.is_draining() {
-        "draining"
+    let presence = if state.engine.presence().healthy() {
+        "ok"
     } else {
-        "starting"
+        "degraded"
     };
-    HttpResponse::ServiceUnavailable().json(json!({ "status": status }))
+    let probe = state.engine.store().last_seq(ConversationId(0));
+    match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(_)) => HttpResponse::Ok().json(json!({ "status": "ready", "storage": "ok", "presence": presence })),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Readiness probe: the store is unavailable.");
+            storage_unavailable(presence)
+        }
+        Err(_) => storage_unavailable(presence),
+    }
+}
+
+/// How long readiness waits for the store to answer a probe read.
+const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn storage_unavailable(presence: &str) -> HttpResponse {
+    HttpResponse::ServiceUnavailable().json(json!({
+        "status": "storage_unavailable", "storage": "unavailable", "presence": presence
+    }))
 }
 
 /// # `GET /metrics`
