@@ -1183,6 +1183,11 @@ pub const DOCS: &[SectionDoc] = &[
                 "Capacity of a conversation actor's mailbox before senders are told to back off.",
             ),
             field(
+                "max_pending_appends",
+                "Appends a conversation may have waiting for the store; beyond, new sends are refused\n\
+                 with the retryable `overloaded` error instead of queueing without bound.",
+            ),
+            field(
                 "dedup_cache_entries",
                 "Client message ids remembered in memory per conversation actor; older ones are found in\n\
                  the store.",

@@ -312,7 +312,10 @@ impl Listeners {
         let separate_internal = server.internal_listen.is_some();
 
         let app_config = configure_public_app(state.clone(), metrics.clone(), !separate_internal);
+        // No Nagle: chat frames are small and latency-sensitive; waiting for the peer's
+        // delayed ACK would add up to 40 ms to an ack or a delivery.
         let mut public = HttpServer::new(move || app!(app_config.clone()))
+            .tcp_nodelay(true)
             .shutdown_timeout(grace)
             .disable_signals();
         if server.workers > 0 {

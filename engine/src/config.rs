@@ -25,6 +25,9 @@ pub struct EngineConfig {
     pub conversation_idle_secs: u64,
     /// Capacity of a conversation actor's mailbox before senders are told to back off.
     pub conversation_mailbox: usize,
+    /// Appends a conversation may have waiting for the store; beyond, new sends are refused
+    /// with the retryable `overloaded` error instead of queueing without bound.
+    pub max_pending_appends: usize,
     /// Client message ids remembered in memory per conversation actor; older ones are found in
     /// the store.
     pub dedup_cache_entries: usize,
@@ -42,6 +45,7 @@ impl Default for EngineConfig {
             edit_window_secs: 120,
             conversation_idle_secs: 300,
             conversation_mailbox: 1024,
+            max_pending_appends: 1024,
             dedup_cache_entries: 4096,
             presence_fanout_max_members: 200,
         }
@@ -68,6 +72,9 @@ impl EngineConfig {
         }
         if self.conversation_idle_secs == 0 {
             problems.push("engine.conversation_idle_secs must be at least 1".to_owned());
+        }
+        if self.max_pending_appends == 0 {
+            problems.push("engine.max_pending_appends must be at least 1".to_owned());
         }
         if self.conversation_mailbox < 16 {
             problems.push("engine.conversation_mailbox must be at least 16".to_owned());

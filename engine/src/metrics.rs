@@ -34,6 +34,11 @@ pub fn delivered(recipients: usize) {
     counter!("roost_engine_deliveries_total").increment(recipients as u64);
 }
 
+/// A conversation refused work because too many appends were pending (store too slow).
+pub fn overloaded() {
+    counter!("roost_engine_overloaded_total").increment(1);
+}
+
 /// A connection could not keep up and was told to resync.
 pub fn slow_consumer() {
     counter!("roost_engine_slow_consumers_total").increment(1);

@@ -9,7 +9,9 @@
 //! - **reordered**, **gaps**: from the connections (`tracker`); gaps also count seqs missing from
 //!   a history (seqs are dense from 1).
 //! - **undelivered**: after the drain, a connected user's cursor is behind the conversation's
-//!   last seq (events that never reached it).
+//!   last seq (events that never reached it). It counts as a violation only when the run
+//!   *settled* (the drain ended with nothing in flight and no traffic for a second); if the drain
+//!   timed out with the node still catching up, it is reported as a liveness problem instead.
 //!
 //! Sends whose outcome stayed unknown (never acked) must appear at most once; whether they
 //! appear is reported, not judged.
@@ -50,6 +52,8 @@ pub struct Evidence {
     pub streams: StreamViolations,
     /// (conversation, cursor) for every member that was connected at the end.
     pub final_cursors: Vec<(u64, u64)>,
+    /// The drain ended quiet: nothing in flight, no acks or deliveries for a second.
+    pub settled: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -60,6 +64,8 @@ pub struct Verdict {
     pub gaps: u64,
     pub undelivered: u64,
     pub ack_mismatch: u64,
+    /// Whether `undelivered` counts as a violation (see the module docs).
+    pub settled: bool,
     /// Parts of the totals above, for diagnosis.
     pub history_duplicates: u64,
     pub history_gaps: u64,
@@ -78,7 +84,8 @@ const MAX_EXAMPLES: usize = 20;
 impl Verdict {
     /// Total count of contract violations.
     pub fn violations(&self) -> u64 {
-        self.lost + self.duplicated + self.reordered + self.gaps + self.undelivered + self.ack_mismatch
+        let undelivered = if self.settled { self.undelivered } else { 0 };
+        self.lost + self.duplicated + self.reordered + self.gaps + undelivered + self.ack_mismatch
     }
 
     fn example(&mut self, text: impl FnOnce() -> String) {
@@ -136,7 +143,10 @@ fn index_histories(evidence: &Evidence, verdict: &mut Verdict) -> Index {
 }
 
 pub fn check(evidence: &Evidence) -> Verdict {
-    let mut verdict = Verdict::default();
+    let mut verdict = Verdict {
+        settled: evidence.settled,
+        ..Verdict::default()
+    };
     let index = index_histories(evidence, &mut verdict);
 
     let mut acked: BTreeMap<(u64, MsgKey), BTreeSet<u64>> = BTreeMap::new();
@@ -221,6 +231,7 @@ mod tests {
             histories: BTreeMap::from([(7, events)]),
             streams: StreamViolations::default(),
             final_cursors: vec![(7, n + 1), (7, n + 1)],
+            settled: true,
         }
     }
 
@@ -308,6 +319,14 @@ mod tests {
         let mut e = clean(5);
         e.final_cursors = vec![(7, 6), (7, 4)];
         assert_eq!(check(&e).undelivered, 2);
+        assert_eq!(check(&e).violations(), 2);
+        e.settled = false;
+        let busy = check(&e);
+        assert_eq!(
+            (busy.undelivered, busy.violations()),
+            (2, 0),
+            "reported, not judged, while the node is busy"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum ConnectError {
     NoWelcome,
     #[error("connect_timeout")]
     Timeout,
+    #[error("bad_token")]
+    BadToken,
 }
 
 impl ConnectError {
@@ -141,7 +143,7 @@ async fn handshake(target: &Target, token: &str) -> Result<Socket, ConnectError>
     let stream = TcpStream::connect(target.addr).await.map_err(ConnectError::Tcp)?;
     stream.set_nodelay(true).map_err(ConnectError::Tcp)?;
     let mut request = target.ws_url().into_client_request().map_err(ConnectError::Upgrade)?;
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectError::Refused(0))?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ConnectError::BadToken)?;
     request.headers_mut().insert("authorization", bearer);
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)

@@ -53,7 +53,10 @@ impl Environment {
         .iter()
         .filter_map(|key| {
             let value = read(&format!("/proc/sys/{key}"))?;
-            Some((key.replace('/', "."), value.split_whitespace().collect::<Vec<_>>().join(" ")))
+            Some((
+                key.replace('/', "."),
+                value.split_whitespace().collect::<Vec<_>>().join(" "),
+            ))
         })
         .collect();
         Environment {

@@ -68,7 +68,10 @@ async fn read_one(client: &mut crate::http::HttpClient, reader: &Reader) -> Resu
     let mut events = Vec::new();
     let mut after = 0;
     loop {
-        let path = format!("/v1/conversations/{}/events?after={after}&limit={PAGE}", reader.conversation);
+        let path = format!(
+            "/v1/conversations/{}/events?after={after}&limit={PAGE}",
+            reader.conversation
+        );
         let page: Page = client
             .json("GET", &path, Some(&reader.token), None)
             .await

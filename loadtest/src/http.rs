@@ -320,7 +320,7 @@ mod tests {
         let target = serve(vec![
             "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}",
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":2}\r\n0\r\n\r\n",
-            "HTTP/1.1 409 Conflict\r\nContent-Length: 66\r\n\r\n{\"error\":{\"code\":\"conflict\",\"message\":\"taken\",\"retryable\":false}}",
+            "HTTP/1.1 409 Conflict\r\nContent-Length: 65\r\n\r\n{\"error\":{\"code\":\"conflict\",\"message\":\"taken\",\"retryable\":false}}",
         ])
         .await;
         let mut client = HttpClient::new(target);

@@ -94,7 +94,7 @@ impl Plan {
 fn direct_pair_list(users: usize, wanted: usize) -> Vec<(usize, usize)> {
     let mut pairs = Vec::with_capacity(wanted);
     let mut seen = HashSet::new();
-    if users < 2 {
+    if users < 2 || wanted == 0 {
         return pairs;
     }
     'outer: for distance in 1..users {

@@ -85,7 +85,7 @@ fn rate(n: u64) -> String {
 
 pub fn format_line(p: &IntervalPoint, users: usize) -> String {
     format!(
-        "[{:>4}s] {:<7} conns {}/{} sent {}/s acked {}/s delivered {}/s ack p99 {} deliver p99 {} errors {} in-flight {}",
+        "[{:>5.0}s] {:<7} conns {}/{} sent {}/s acked {}/s delivered {}/s ack p99 {} deliver p99 {} errors {} in-flight {}",
         p.t,
         phase_name(p.phase),
         p.connections,
@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn the_line_is_short_and_complete() {
         let point = IntervalPoint {
-            t: 12,
+            t: 12.0,
             phase: Phase::Measure,
             connections: 2000,
             in_flight: 3,
@@ -122,7 +122,7 @@ mod tests {
             },
             connect_p99_ms: None,
             ack_p50_ms: Some(1.0),
-            ack_p99_ms: Some(3.14),
+            ack_p99_ms: Some(3.12),
             deliver_p50_ms: None,
             deliver_p99_ms: None,
             errors_by_code: BTreeMap::new(),

@@ -163,12 +163,14 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
     tokio::time::sleep_until(window_start.into()).await;
     phase.store(MEASURE, Ordering::Relaxed);
     cost.window_start = scrape::scrape(&config.targets).await;
+    let loader_cpu_start = scrape::own_cpu_seconds();
     tokio::time::sleep_until(window_end.into()).await;
+    let loader_cpu = scrape::own_cpu_seconds().zip(loader_cpu_start).map(|(b, a)| b - a);
     cost.window_end = scrape::scrape(&config.targets).await;
     phase.store(DRAIN, Ordering::Relaxed);
     churn.abort();
 
-    drain(&recorder, Duration::from_secs(config.drain_secs)).await;
+    let settled = drain(&recorder, Duration::from_secs(config.drain_secs)).await;
     let _ = stop_tx.send(true);
     let mut reports = Vec::with_capacity(users.len());
     for handle in users {
@@ -182,8 +184,12 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
     if !quiet {
         eprintln!("Checking {} conversation histories.", provisioned.conversations.len());
     }
-    let verdict = check(&config, &plan, &provisioned, reports).await?;
-    let results = results(&config, &recorder, &series, verdict, cost, connected, ramp_secs);
+    let verdict = check(&config, &plan, &provisioned, reports, settled).await?;
+    let mut results = results(&config, &recorder, &series, verdict, cost, connected, ramp_secs);
+    results.loader = summary::LoaderCost {
+        cpu_seconds_window: loader_cpu,
+        cpu_utilization_window: loader_cpu.map(|c| c / config.duration_secs.max(1) as f64),
+    };
     let thresholds: Vec<_> = config
         .thresholds
         .iter()
@@ -243,7 +249,12 @@ fn spawn_users(
 }
 
 /// Close and reopen random connections at `churn_per_sec` between `from` and `until`.
-fn spawn_churn(config: &RunConfig, churners: Vec<mpsc::Sender<Churn>>, from: Instant, until: Instant) -> JoinHandle<()> {
+fn spawn_churn(
+    config: &RunConfig,
+    churners: Vec<mpsc::Sender<Churn>>,
+    from: Instant,
+    until: Instant,
+) -> JoinHandle<()> {
     let rate = config.churn_per_sec;
     let mut rng = StdRng::seed_from_u64(config.seed);
     tokio::spawn(async move {
@@ -261,8 +272,9 @@ fn spawn_churn(config: &RunConfig, churners: Vec<mpsc::Sender<Churn>>, from: Ins
     })
 }
 
-/// Wait until nothing is in flight and acks/deliveries have been quiet for a second.
-async fn drain(recorder: &Recorder, longest: Duration) {
+/// Wait until nothing is in flight and acks/deliveries have been quiet for a second; `false` if
+/// `longest` passed first.
+async fn drain(recorder: &Recorder, longest: Duration) -> bool {
     let deadline = Instant::now() + longest;
     let mut last = recorder.activity.load(Ordering::Relaxed);
     let mut quiet_since = Instant::now();
@@ -273,9 +285,10 @@ async fn drain(recorder: &Recorder, longest: Duration) {
             last = now;
             quiet_since = Instant::now();
         } else if recorder.in_flight.load(Ordering::Relaxed) <= 0 && quiet_since.elapsed() >= Duration::from_secs(1) {
-            return;
+            return true;
         }
     }
+    false
 }
 
 async fn check(
@@ -283,6 +296,7 @@ async fn check(
     plan: &Plan,
     provisioned: &Provisioned,
     reports: Vec<UserReport>,
+    settled: bool,
 ) -> Result<checker::Verdict, RunError> {
     let readers = plan
         .conversations
@@ -300,6 +314,7 @@ async fn check(
     let histories = history::fetch_all(&config.targets, readers, config.setup_concurrency).await?;
     let mut evidence = Evidence {
         histories,
+        settled,
         ..Evidence::default()
     };
     for report in reports {
@@ -323,7 +338,11 @@ fn results(
     ramp_secs: f64,
 ) -> summary::Results {
     let latencies = recorder.window_latencies();
-    let secs = series.window_secs.max(1) as f64;
+    let secs = if series.window_secs > 0.0 {
+        series.window_secs
+    } else {
+        1.0
+    };
     let w = series.window;
     server.derive(connected, w.delivered, series.window_secs);
     summary::Results {
@@ -334,7 +353,11 @@ fn results(
         sent_per_sec: w.sent as f64 / secs,
         acked_per_sec: w.acked as f64 / secs,
         delivered_per_sec: w.delivered as f64 / secs,
-        connects_per_sec: if ramp_secs > 0.0 { connected as f64 / ramp_secs } else { 0.0 },
+        connects_per_sec: if ramp_secs > 0.0 {
+            connected as f64 / ramp_secs
+        } else {
+            0.0
+        },
         latency_ms: summary::Latencies {
             connect: LatencySummary::of(&latencies.connect),
             ack: LatencySummary::of(&latencies.ack),
@@ -344,5 +367,6 @@ fn results(
         errors_by_code: series.errors_by_code.clone(),
         correctness,
         server,
+        loader: summary::LoaderCost::default(),
     }
 }

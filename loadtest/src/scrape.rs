@@ -6,6 +6,17 @@
 use crate::http::HttpClient;
 use crate::target::Target;
 
+/// CPU seconds (user + system) this process has used, from /proc/self/stat; `None` elsewhere.
+pub fn own_cpu_seconds() -> Option<f64> {
+    // Linux reports utime and stime in clock ticks (USER_HZ = 100 on mainstream architectures);
+    // they are fields 14 and 15, i.e. 11 and 12 after the parenthesized command name.
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// One scrape of every target, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct ServerSample {
@@ -15,17 +26,15 @@ pub struct ServerSample {
 
 /// The first sample of `name` (with or without labels) in a Prometheus text exposition.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let rest = match rest.chars().next()? {
-                '{' => &rest[rest.find('}')? + 1..],
-                ' ' | '\t' => rest,
-                _ => return None,
-            };
-            rest.split_whitespace().next()?.parse::<f64>().ok()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let rest = match rest.chars().next()? {
+            '{' => &rest[rest.find('}')? + 1..],
+            ' ' | '\t' => rest,
+            _ => return None,
+        };
+        rest.split_whitespace().next()?.parse::<f64>().ok()
+    })
 }
 
 pub fn parse(text: &str) -> ServerSample {
@@ -74,5 +83,12 @@ mod tests {
             }
         );
         assert_eq!(parse("roost_api_ws_connections 3\n"), ServerSample::default());
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable_on_linux() {
+        if std::path::Path::new("/proc/self/stat").exists() {
+            assert!(own_cpu_seconds().is_some_and(|s| s >= 0.0));
+        }
     }
 }

@@ -62,7 +62,8 @@ pub struct Latencies {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
-    pub window_secs: u64,
+    /// Measured length of the window, in seconds (whole intervals of the time series).
+    pub window_secs: f64,
     /// Counts inside the measurement window.
     pub window: Counts,
     /// Counts over the whole run (ramp to drain).
@@ -79,6 +80,16 @@ pub struct Results {
     pub errors_by_code: BTreeMap<String, u64>,
     pub correctness: Verdict,
     pub server: ServerCost,
+    pub loader: LoaderCost,
+}
+
+/// What the load generator itself spent in the window: on a shared machine, a loader near
+/// saturation adds its own delay to every latency.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoaderCost {
+    pub cpu_seconds_window: Option<f64>,
+    /// Cores the loader kept busy on average during the window.
+    pub cpu_utilization_window: Option<f64>,
 }
 
 /// What the server spent, from its `/metrics` (omitted when the node does not export them).
@@ -102,19 +113,31 @@ pub struct ServerCost {
 
 impl ServerCost {
     /// Derive per-connection and per-message costs from the four samples.
-    pub fn derive(&mut self, connections: usize, delivered: u64, window_secs: u64) {
-        let cpu = self.window_end.cpu_seconds.zip(self.window_start.cpu_seconds).map(|(b, a)| b - a);
+    pub fn derive(&mut self, connections: usize, delivered: u64, window_secs: f64) {
+        let cpu = self
+            .window_end
+            .cpu_seconds
+            .zip(self.window_start.cpu_seconds)
+            .map(|(b, a)| b - a);
         self.cpu_seconds_window = cpu;
-        if window_secs > 0 {
-            self.cpu_utilization_window = cpu.map(|c| c / window_secs as f64);
+        if window_secs > 0.0 {
+            self.cpu_utilization_window = cpu.map(|c| c / window_secs);
         }
         if delivered > 0 {
             self.cpu_us_per_delivered = cpu.map(|c| c * 1e6 / delivered as f64);
-            let grown = self.window_end.rss_bytes.zip(self.window_start.rss_bytes).map(|(b, a)| b - a);
+            let grown = self
+                .window_end
+                .rss_bytes
+                .zip(self.window_start.rss_bytes)
+                .map(|(b, a)| b - a);
             self.rss_bytes_per_delivered = grown.map(|g| g / delivered as f64);
         }
         if connections > 0 {
-            let held = self.after_ramp.rss_bytes.zip(self.before_ramp.rss_bytes).map(|(b, a)| b - a);
+            let held = self
+                .after_ramp
+                .rss_bytes
+                .zip(self.before_ramp.rss_bytes)
+                .map(|(b, a)| b - a);
             self.rss_bytes_per_connection = held.map(|h| h / connections as f64);
         }
     }
@@ -201,7 +224,11 @@ mod tests {
         assert_eq!(outcome(&[outcome_of(false)], &clean, true).exit_code, EXIT_OK);
         assert_eq!(outcome(&[outcome_of(true)], &clean, true).exit_code, EXIT_THRESHOLD);
         assert_eq!(outcome(&[outcome_of(true)], &broken, true).exit_code, EXIT_CORRECTNESS);
-        assert_eq!(outcome(&[], &broken, false).exit_code, EXIT_OK, "--no-fail-on-correctness");
+        assert_eq!(
+            outcome(&[], &broken, false).exit_code,
+            EXIT_OK,
+            "--no-fail-on-correctness"
+        );
     }
 
     #[test]
@@ -225,7 +252,7 @@ mod tests {
             },
             ..ServerCost::default()
         };
-        cost.derive(10_000, 1_000_000, 10);
+        cost.derive(10_000, 1_000_000, 10.0);
         assert_eq!(cost.rss_bytes_per_connection, Some(16_000.0));
         assert_eq!(cost.cpu_us_per_delivered, Some(10.0));
         assert_eq!(cost.cpu_utilization_window, Some(1.0));

@@ -41,6 +41,8 @@ use crate::wire::MsgKey;
 pub const MAX_ATTEMPTS: u32 = 10;
 /// Wait for the server's close answer when closing on purpose.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for an ack before a resend, however often the message timed out.
+const MAX_ACK_WAIT: Duration = Duration::from_secs(60);
 /// How often pending sends are checked for retries and ack timeouts (only while any are pending).
 const UPKEEP_EVERY: Duration = Duration::from_millis(50);
 
@@ -147,12 +149,12 @@ impl VirtualUser {
         loop {
             tokio::select! {
                 _ = sleep_until(planned.into()) => {}
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stopped(&mut stop) => break,
             }
             let recorder = Arc::clone(&self.shared.recorder);
             let opened = tokio::select! {
                 opened = conn::open(&self.spec.target, &self.spec.token, &self.cursors, recorder, self.shard()) => opened,
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stopped(&mut stop) => break,
             };
             let connection = match opened {
                 Ok(c) => c,
@@ -204,22 +206,30 @@ impl VirtualUser {
         let mut ok = self.resend_pending(&mut connection, |_| true).await;
         let end = loop {
             if !ok {
+                self.shared.recorder.error(self.shard(), "write_failed");
                 break SessionEnd::Reconnect;
             }
             let start = *send_start.borrow();
             let next_due = start.and_then(|s| self.next_due(s));
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => break SessionEnd::Stopped,
+                _ = stopped(&mut stop) => break SessionEnd::Stopped,
                 Some(Churn) = churn.recv() => break SessionEnd::Reconnect,
-                message = connection.from_reader.recv() => match message {
-                    Some(ReaderMsg::Closed { code }) | None => {
+                message = connection.from_reader.recv() => {
+                    let closed = match message {
+                        Some(ReaderMsg::Closed { code }) => Some(code),
+                        None => Some(None),
+                        Some(message) => {
+                            ok = self.on_reader(message, &mut connection).await;
+                            None
+                        }
+                    };
+                    if let Some(code) = closed {
                         let code = code.map_or_else(|| "connection_lost".to_owned(), |c| format!("closed_{c}"));
                         self.shared.recorder.error(self.shard(), &code);
                         break SessionEnd::Reconnect;
                     }
-                    Some(message) => ok = self.on_reader(message, &mut connection).await,
-                },
+                }
                 _ = sleep_until(next_due.unwrap_or_else(far_future).into()), if next_due.is_some() => {
                     if let Some(start) = start {
                         ok = self.send_due(start, &mut connection).await;
@@ -242,7 +252,11 @@ impl VirtualUser {
     /// The earliest due time over this user's streams.
     fn next_due(&self, start: Instant) -> Option<Instant> {
         let schedule = &self.shared.schedule;
-        self.streams.iter().filter_map(|(c, _)| c.due(schedule)).min().map(|d| start + d)
+        self.streams
+            .iter()
+            .filter_map(|(c, _)| c.due(schedule))
+            .min()
+            .map(|d| start + d)
     }
 
     /// Write every message that is due now; flush once.
@@ -278,7 +292,10 @@ impl VirtualUser {
             }
         }
         self.shared.recorder.count(self.spec.index, |c| c.sent += written);
-        self.shared.recorder.in_flight.fetch_add(written as i64, Ordering::Relaxed);
+        self.shared
+            .recorder
+            .in_flight
+            .fetch_add(written as i64, Ordering::Relaxed);
         connection.sink.flush().await.is_ok()
     }
 
@@ -317,7 +334,14 @@ impl VirtualUser {
     async fn upkeep(&mut self, connection: &mut Conn) -> bool {
         let timeout = self.shared.ack_timeout;
         let now = Instant::now();
-        let late = |p: &Pending| p.retry_at.is_none() && now.duration_since(p.last_sent) >= timeout;
+        // Each further timeout of the same message waits twice as long (up to a minute), so an
+        // overloaded server is not buried under resends the loader itself generates.
+        let late = |p: &Pending| {
+            let wait = timeout
+                .saturating_mul(1 << p.attempts.saturating_sub(1).min(6))
+                .min(MAX_ACK_WAIT.max(timeout));
+            p.retry_at.is_none() && now.duration_since(p.last_sent) >= wait
+        };
         let timed_out = self.pending.values().filter(|p| late(p)).count();
         for _ in 0..timed_out {
             self.shared.recorder.error(self.shard(), "ack_timeout");
@@ -383,6 +407,18 @@ impl VirtualUser {
             ReaderMsg::Closed { .. } => return false,
         }
         true
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return;
+        }
     }
 }
 

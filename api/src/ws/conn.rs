@@ -270,25 +270,27 @@ impl WsSession {
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
         let rx = self.state.engine.submit(conversation, command);
-        let outcome = async move {
-            rx.await
-                .unwrap_or_else(|_| Err(ConversationError::Unavailable("conversation restarted, retry".into())))
-        };
-        ctx.spawn(outcome.into_actor(self).map(move |result, session, ctx| {
-            match result {
-                Ok(Reply::Accepted(accepted)) => {
-                    session.send_bytes(ctx, ServerFrame::ack(reference.as_deref(), &accepted))
+        // Await the outcome in a task and hand the encoded answer back as a message: an actor
+        // future per request would be polled on every wake-up of this actor.
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = rx
+                .await
+                .unwrap_or_else(|_| Err(ConversationError::Unavailable("conversation restarted, retry".into())));
+            let bytes = match result {
+                Ok(Reply::Accepted(accepted)) => ServerFrame::ack(reference.as_deref(), &accepted),
+                Ok(_) => ServerFrame::Ok {
+                    reference: reference.as_deref(),
                 }
-                Ok(_) => session.send_bytes(
-                    ctx,
-                    ServerFrame::Ok {
-                        reference: reference.as_deref(),
-                    }
-                    .to_bytes(),
-                ),
-                Err(error) => session.send_error(ctx, reference.as_deref(), &error.into()),
-            }
-        }));
+                .to_bytes(),
+                Err(error) => {
+                    let error = ApiError::from(error);
+                    telemetry::client_errors(error.code);
+                    ServerFrame::error(reference.as_deref(), &error)
+                }
+            };
+            addr.do_send(Answer { bytes });
+        });
     }
 
     /// Submit and report only errors (typing indicators have no answer).
@@ -504,6 +506,21 @@ impl Handler<Deliver> for WsSession {
             } => self.on_live(conversation, seq, bytes, ctx),
             Outbound::Ephemeral { bytes } => self.send_bytes(ctx, bytes),
         }
+    }
+}
+
+/// The encoded answer to one of this connection's requests.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Answer {
+    bytes: Bytes,
+}
+
+impl Handler<Answer> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Answer, ctx: &mut Self::Context) {
+        self.send_bytes(ctx, msg.bytes);
     }
 }
 

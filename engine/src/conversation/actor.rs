@@ -359,6 +359,15 @@ impl ConversationActor {
         ctx: &mut Context<Self>,
     ) {
         let id = self.id;
+        // Backpressure: a conversation whose store cannot keep up refuses new work (retryable,
+        // nothing stored) rather than queueing without bound.
+        if self.pending.len() >= self.deps.config.max_pending_appends {
+            metrics::overloaded();
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ConversationError::Overloaded));
+            }
+            return;
+        }
         let Ok(loaded) = self.loaded() else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ConversationError::Unavailable("conversation failed".into())));
@@ -420,16 +429,23 @@ impl ConversationActor {
             outcome: None,
             received: Instant::now(),
         });
-        ctx.spawn(
-            ticket
-                .into_actor(self)
-                .map(move |result, act, ctx| act.append_finished(seq, result, ctx)),
-        );
+        // The completion comes back as a message: an actor future per pending append would be
+        // polled on every wake-up of the actor, which costs O(pending) per completion.
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let result = ticket.await;
+            addr.do_send(AppendDone { seq, result });
+        });
     }
 
     /// Record an append's outcome and release everything that is now durable, in seq order.
     fn append_finished(&mut self, seq: Seq, result: Result<(), AppendError>, ctx: &mut Context<Self>) {
-        if let Some(pending) = self.pending.iter_mut().find(|p| p.seq == seq) {
+        // Pending appends have consecutive seqs, so the position is arithmetic.
+        let position = self
+            .pending
+            .front()
+            .map(|front| seq.0.wrapping_sub(front.seq.0) as usize);
+        if let Some(pending) = position.and_then(|i| self.pending.get_mut(i)).filter(|p| p.seq == seq) {
             pending.outcome = Some(result);
         }
         while self.pending.front().is_some_and(|p| p.outcome.is_some()) {
@@ -760,6 +776,22 @@ impl Handler<Envelope> for ConversationActor {
         if matches!(self.state, State::Failed { .. }) {
             ctx.stop();
         }
+    }
+}
+
+/// An append submitted by this actor finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AppendDone {
+    seq: Seq,
+    result: Result<(), AppendError>,
+}
+
+impl Handler<AppendDone> for ConversationActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppendDone, ctx: &mut Context<Self>) {
+        self.append_finished(msg.seq, msg.result, ctx);
     }
 }
 

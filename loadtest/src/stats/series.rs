@@ -1,8 +1,9 @@
 //! Series: the per-second time series and the run's totals, built by the reporter task that
 //! takes the recorder's interval once a second.
 //!
-//! Intervals are attributed to their nominal boundaries (`start + n s`); the measurement window
-//! starts and ends on such boundaries, so window counts are exact sums of whole intervals.
+//! An interval belongs to the measurement window when its middle lies inside it; the window
+//! starts and ends on whole seconds of the series, so window counts are sums of whole intervals,
+//! and rates divide by the intervals' actual total length.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU8;
@@ -96,8 +97,8 @@ impl Phase {
 /// One second of the run. Counts are per interval (per second).
 #[derive(Debug, Clone, Serialize)]
 pub struct IntervalPoint {
-    /// End of the interval, seconds since the connection ramp started.
-    pub t: u64,
+    /// End of the interval, seconds since the connection ramp started (about one apart).
+    pub t: f64,
     pub phase: Phase,
     pub connections: i64,
     pub in_flight: i64,
@@ -119,7 +120,8 @@ pub struct Series {
     pub total: Counts,
     /// Intervals inside the measurement window.
     pub window: Counts,
-    pub window_secs: u64,
+    /// Actual length of the intervals inside the window, in seconds.
+    pub window_secs: f64,
     pub errors_by_code: BTreeMap<String, u64>,
 }
 
@@ -134,30 +136,39 @@ pub async fn report(
     let mut series = Series::default();
     let mut ticker = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
+    let mut previous = start;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stop.changed() => break,
         }
-        n += 1;
         let take = recorder.take_interval();
+        let now = Instant::now();
+        // The interval counts towards the window when its middle lies inside it; its rates use
+        // its actual length, so a late tick (a busy machine) does not distort them.
         let clock = recorder.clock();
-        let begin_ns = clock.ns_at(start + Duration::from_secs(n - 1));
-        let end_ns = clock.ns_at(start + Duration::from_secs(n));
+        let middle_ns = (clock.ns_at(previous) + clock.ns_at(now)) / 2;
         let (window_start, window_end) = recorder.window();
-        if begin_ns >= window_start && end_ns <= window_end {
+        let in_window = middle_ns >= window_start && middle_ns < window_end;
+        if in_window {
             series.window.add(&take.counts);
-            series.window_secs += 1;
+            series.window_secs += now.duration_since(previous).as_secs_f64();
         }
+        let point_phase = match Phase::from_u8(phase.load(Ordering::Relaxed)) {
+            _ if in_window => Phase::Measure,
+            Phase::Measure | Phase::Drain if middle_ns < window_start => Phase::Warmup,
+            Phase::Measure => Phase::Drain,
+            other => other,
+        };
+        previous = now;
         series.total.add(&take.counts);
         for (code, count) in &take.errors {
             *series.errors_by_code.entry(code.clone()).or_default() += count;
         }
         let l = &take.latencies;
         let point = IntervalPoint {
-            t: n,
-            phase: Phase::from_u8(phase.load(Ordering::Relaxed)),
+            t: (now.duration_since(start).as_secs_f64() * 10.0).round() / 10.0,
+            phase: point_phase,
             connections: recorder.open.load(Ordering::Relaxed),
             in_flight: recorder.in_flight.load(Ordering::Relaxed),
             counts: take.counts,
