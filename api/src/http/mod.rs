@@ -137,7 +137,11 @@ mod tests {
         create_account(store.as_ref(), &config.auth, root)
             .await
             .expect("bootstrap admin");
-        crate::server::build_state(Arc::new(config), store, std::sync::Arc::new(roost_engine::presence::LocalPresence::start()))
+        crate::server::build_state(
+            Arc::new(config),
+            store,
+            std::sync::Arc::new(roost_engine::presence::LocalPresence::start()),
+        )
     }
 
     fn post(path: &str, token: &str, body: Value) -> TestRequest {
