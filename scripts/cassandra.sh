@@ -7,12 +7,14 @@
 # store's schema is portable (docs/storage.md). The server and its dependencies come from Maven
 # Central (tools/cassandra/pom.xml); no Docker, no tarball. Everything lives under the git-ignored
 # target/cassandra/: lib-<version>/ (the classpath, fetched once), node/ (data and logs, wiped at
-# every start), cassandra.pid.
+# every start unless CASSANDRA_KEEP_DATA=1), cassandra.pid.
 #
 # Environment overrides (defaults in brackets):
 #   CASSANDRA_VERSION [5.0.8]        CASSANDRA_CQL_PORT [9042]     CASSANDRA_STORAGE_PORT [7000]
 #   CASSANDRA_HEAP [1G]              CASSANDRA_START_TIMEOUT [180] (seconds)
 #   CASSANDRA_STATE_DIR [target/cassandra]
+#   CASSANDRA_KEEP_DATA [0]          1: start on the data node/ already holds (a restart after
+#                                    `stop`, as the fault tests do) instead of wiping it
 #   CASSANDRA_MAVEN_REPO             a Maven local repository (-Dmaven.repo.local), e.g. target/m2
 #   JAVA17                           path of a Java 17 `java` (Cassandra 5.0 runs on 11 or 17 only)
 #
@@ -132,7 +134,11 @@ start() {
   fetch_classpath
   local fetched=$((SECONDS - started))
   started=$SECONDS
-  rm -rf "$NODE"
+  if [ "${CASSANDRA_KEEP_DATA:-0}" = 1 ] && [ -d "$NODE/data" ]; then
+    say "keeping the data in $NODE (CASSANDRA_KEEP_DATA=1)"
+  else
+    rm -rf "$NODE"
+  fi
   mkdir -p "$NODE"/{data,commitlog,saved_caches,hints,cdc_raw,logs,triggers,tmp}
   sed -e "s|@NODE@|$NODE|g" -e "s|@CQL_PORT@|$CQL_PORT|g" -e "s|@STORAGE_PORT@|$STORAGE_PORT|g" \
     "$CONF_DIR/cassandra.yaml.in" > "$NODE/cassandra.yaml"
@@ -199,7 +205,7 @@ start() {
     -Dcassandra.ring_delay_ms=0 \
     -Dlogback.configurationFile="$CONF_DIR/logback.xml" \
     -cp "$LIB/*" org.apache.cassandra.service.CassandraDaemon \
-    </dev/null >"$NODE/logs/stdout.log" 2>&1 &
+    </dev/null >>"$NODE/logs/stdout.log" 2>&1 &
   pid=$!
   echo "$pid" > "$PIDFILE"
   wait_ready "$pid" "$started"

@@ -118,17 +118,35 @@ pub async fn open_store(config: &NodeConfig) -> anyhow::Result<Arc<dyn Store>> {
         }
         StorageBackend::Scylla => {
             let scylla = &config.scylla;
-            let store = ScyllaStore::connect(scylla.clone()).await.with_context(|| {
-                format!(
-                    "cannot open the ScyllaDB store (keyspace `{}` at {})",
-                    scylla.keyspace,
-                    scylla.contact_points.join(", ")
-                )
-            })?;
+            // Opening runs schema checks and a lightweight transaction; a cluster that is just
+            // starting or busy may time them out, so try a few times before giving up.
+            let mut attempt = 1;
+            let store = loop {
+                match ScyllaStore::connect(scylla.clone()).await {
+                    Ok(store) => break store,
+                    Err(error) if attempt < SCYLLA_OPEN_ATTEMPTS && error.is_retryable() => {
+                        tracing::warn!(%error, attempt, "Opening the ScyllaDB store failed; retrying.");
+                        tokio::time::sleep(Duration::from_secs(2 * attempt as u64)).await;
+                        attempt += 1;
+                    }
+                    Err(error) => {
+                        return Err(error).with_context(|| {
+                            format!(
+                                "cannot open the ScyllaDB store (keyspace `{}` at {})",
+                                scylla.keyspace,
+                                scylla.contact_points.join(", ")
+                            )
+                        })
+                    }
+                }
+            };
             Ok(Arc::new(store))
         }
     }
 }
+
+/// How many times a node tries to open the ScyllaDB store at start.
+const SCYLLA_OPEN_ATTEMPTS: u32 = 4;
 
 /// The configured presence directory. Redis may be down at start: the directory reconnects by
 /// itself, and presence is advisory, so only invalid options stop the node.

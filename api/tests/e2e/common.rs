@@ -1,12 +1,22 @@
 //! Test harness: runs the real `roost` binary on a free loopback port with its own data
 //! directory, and talks to it over real sockets (HTTP with awc, WebSocket with awc).
+//!
+//! Storage backend: `ROOST_E2E_BACKEND=embedded` (default) or `scylla`. With `scylla`, every
+//! [`Node`] gets a keyspace of its own on the CQL node at `ROOST_CQL` (default
+//! `127.0.0.1:9042`; `scripts/cassandra.sh start` runs one), migrated when the node (or the
+//! offline CLI) first opens it, and dropped when the `Node` is dropped (kept, with its name
+//! printed, when the test is failing). An unreachable CQL node fails the test; it never skips.
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::net::TcpStream;
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::Instant;
 
@@ -20,10 +30,40 @@ use serde_json::Value;
 
 pub const PASSWORD: &str = "correct horse battery";
 
-/// One `roost` server process and its data directory.
+/// Where a [`Node`] keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// The embedded store in the node's temporary directory.
+    Embedded,
+    /// A fresh keyspace on the CQL node at `contact_point` (`host:port`).
+    Scylla { contact_point: String },
+}
+
+impl Storage {
+    /// The backend chosen by `ROOST_E2E_BACKEND` (`embedded` by default, or `scylla` with the
+    /// CQL node at `ROOST_CQL`, default `127.0.0.1:9042`). Any other value fails the test.
+    pub fn from_env() -> Storage {
+        match std::env::var("ROOST_E2E_BACKEND").as_deref() {
+            Err(_) | Ok("") | Ok("embedded") => Storage::Embedded,
+            Ok("scylla") => Storage::Scylla {
+                contact_point: std::env::var("ROOST_CQL").unwrap_or_else(|_| "127.0.0.1:9042".to_owned()),
+            },
+            Ok(other) => panic!("ROOST_E2E_BACKEND must be `embedded` or `scylla`, not `{other}`"),
+        }
+    }
+
+    pub fn is_scylla(&self) -> bool {
+        matches!(self, Storage::Scylla { .. })
+    }
+}
+
+/// One `roost` server process and its data directory (and, on `scylla`, its keyspace).
 pub struct Node {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    pub storage: Storage,
+    /// The node's own keyspace when `storage` is `Scylla`.
+    pub keyspace: Option<String>,
     extra_config: String,
     child: Option<Child>,
     /// PEM of the node's certificate when it serves HTTPS/WSS.
@@ -37,13 +77,87 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A keyspace name no other node (of this or another test process) uses: letters, digits and
+/// `_`, at most 48 characters.
+fn unique_keyspace() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("e2e_{}_{n}_{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+/// Fail at once, saying what to do, when nothing accepts connections at the CQL address.
+fn require_cql(contact_point: &str) {
+    let hint = format!(
+        "ROOST_E2E_BACKEND=scylla but no CQL node is reachable at {contact_point}: run \
+         `scripts/cassandra.sh start` (or point ROOST_CQL at a ScyllaDB/Cassandra node)"
+    );
+    let addr = contact_point
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .unwrap_or_else(|| panic!("{hint}; the address does not resolve"));
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+        panic!("{hint}; connecting failed: {e}");
+    }
+}
+
+/// `DROP KEYSPACE` on a thread of its own (`Drop` cannot await, and the test's runtime may be
+/// gone). Best effort: Cassandra's state is throwaway, so a failure is only reported.
+fn drop_keyspace(contact_point: &str, keyspace: &str) {
+    let options = roost_engine::store::scylla::ScyllaOptions {
+        contact_points: vec![contact_point.to_owned()],
+        keyspace: keyspace.to_owned(),
+        request_timeout_ms: 30_000,
+        connect_timeout_ms: 2_000,
+        ..Default::default()
+    };
+    let statement = format!("DROP KEYSPACE IF EXISTS {keyspace}");
+    let outcome = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let session = roost_engine::store::scylla::open_session(&options)
+                .await
+                .map_err(|e| e.to_string())?;
+            session
+                .query_unpaged(statement, ())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
+    .join();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("e2e: could not drop keyspace {keyspace}: {e}"),
+        Err(_) => eprintln!("e2e: the thread dropping a keyspace panicked"),
+    }
+}
+
 impl Node {
-    /// A node with test-friendly settings plus `extra` TOML appended (e.g. a `[limits]` table).
+    /// A node with test-friendly settings plus `extra` TOML appended (e.g. a `[limits]` table),
+    /// on the backend `ROOST_E2E_BACKEND` selects.
     pub fn new(extra: &str) -> Node {
+        Node::with_storage(extra, Storage::from_env())
+    }
+
+    /// A node on an explicit storage backend (the fault tests use their own Cassandra).
+    pub fn with_storage(extra: &str, storage: Storage) -> Node {
+        let keyspace = match &storage {
+            Storage::Embedded => None,
+            Storage::Scylla { contact_point } => {
+                require_cql(contact_point);
+                Some(unique_keyspace())
+            }
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         let node = Node {
             dir,
             port: free_port(),
+            storage,
+            keyspace,
             extra_config: extra.to_owned(),
             child: None,
             tls_cert_pem: None,
@@ -114,17 +228,41 @@ impl Node {
             self.port,
             section_body(&self.extra_config, "server")
         );
+        let backend = if self.storage.is_scylla() { "scylla" } else { "embedded" };
         sections.push_str(&format!(
-            "[storage]\ndata_dir = \"{}\"\n{}\n",
+            "[storage]\nbackend = \"{backend}\"\ndata_dir = \"{}\"\n{}\n",
             data.display(),
             section_body(&self.extra_config, "storage")
         ));
+        if let (Storage::Scylla { contact_point }, Some(keyspace)) = (&self.storage, &self.keyspace) {
+            // Extra `[scylla]` keys override these defaults (a key may appear only once in TOML).
+            let extra = section_body(&self.extra_config, "scylla");
+            let mut body = String::new();
+            for (key, value) in [
+                ("contact_points", format!("[\"{contact_point}\"]")),
+                ("keyspace", format!("\"{keyspace}\"")),
+                ("apply_migrations_on_start", "true".to_owned()),
+                ("replication", "{ datacenter1 = 1 }".to_owned()),
+                // Cassandra on two busy cores (shared with benchmarks): schema changes, LWTs and
+                // the driver's first metadata fetch can be slow.
+                ("request_timeout_ms", "20000".to_owned()),
+                ("connect_timeout_ms", "10000".to_owned()),
+            ] {
+                if !extra
+                    .lines()
+                    .any(|line| line.split('=').next().map(str::trim) == Some(key))
+                {
+                    body.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+            sections.push_str(&format!("[scylla]\n{body}{extra}\n"));
+        }
         // Cheap password hashing: tests log in often; production defaults are OWASP's.
         sections.push_str(&format!(
             "[auth]\nargon2_memory_kib = 1024\nargon2_iterations = 1\n{}\n",
             section_body(&self.extra_config, "auth")
         ));
-        for other in ["limits", "engine", "log"] {
+        for other in ["limits", "engine", "log", "presence", "redis"] {
             let body = section_body(&self.extra_config, other);
             if !body.is_empty() {
                 sections.push_str(&format!("[{other}]\n{body}\n"));
@@ -211,11 +349,18 @@ impl Node {
     }
 
     async fn wait_ready(&mut self, ready: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A scylla node connects to Cassandra and checks its schema first.
+        let limit = Duration::from_secs(if self.storage.is_scylla() { 60 } else { 30 });
+        let deadline = Instant::now() + limit;
         let client = self.client();
         loop {
             if let Ok(resp) = client.get(ready).send().await {
                 if resp.status().is_success() {
+                    if self.storage.is_scylla() {
+                        // Proof that the node really runs on CQL: no embedded store was made.
+                        let redb = self.dir.path().join("data").join("roost.redb");
+                        assert!(!redb.exists(), "a scylla node created {}", redb.display());
+                    }
                     return;
                 }
             }
@@ -224,13 +369,29 @@ impl Node {
                     panic!("roost exited during start ({status}): {}", self.log());
                 }
             }
-            assert!(Instant::now() < deadline, "roost not ready in 30 s: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "roost not ready in {limit:?}: {}",
+                self.log()
+            );
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The server's process id while it runs.
+    #[allow(dead_code)] // used by the faults binary
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server process started by [`Node::start`] is still alive.
+    #[allow(dead_code)] // used by the faults binary
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -264,6 +425,13 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill9();
+        if let (Storage::Scylla { contact_point }, Some(keyspace)) = (&self.storage, &self.keyspace) {
+            if std::thread::panicking() {
+                eprintln!("e2e: the test failed; keeping keyspace {keyspace} on {contact_point} for inspection");
+            } else {
+                drop_keyspace(contact_point, keyspace);
+            }
+        }
     }
 }
 
@@ -392,6 +560,42 @@ impl WsClient {
             .expect("ws send");
     }
 
+    /// Send a frame; `false` if the connection is gone (for clients that reconnect).
+    #[allow(dead_code)] // used by the faults binary
+    pub async fn try_send(&mut self, frame: Value) -> bool {
+        self.framed
+            .send(ws::Message::Text(frame.to_string().into()))
+            .await
+            .is_ok()
+    }
+
+    /// The next JSON frame if one arrives within `wait` (`None`: nothing yet, the connection is
+    /// still usable), or how the connection ended. Never panics on a broken connection.
+    #[allow(dead_code)] // used by the faults binary
+    pub async fn poll_json(&mut self, wait: Duration) -> Option<Result<Value, Closed>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = match actix_rt::time::timeout(left, self.framed.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(Err(Closed::Eof)),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame {
+                ws::Frame::Text(bytes) => {
+                    return Some(Ok(serde_json::from_slice(&bytes).expect("server frames are JSON")))
+                }
+                ws::Frame::Ping(payload) => {
+                    let _ = self.framed.send(ws::Message::Pong(payload)).await;
+                }
+                ws::Frame::Close(reason) => {
+                    return Some(Err(reason.map_or(Closed::Eof, |r| Closed::Code(u16::from(r.code)))))
+                }
+                _ => {}
+            }
+        }
+    }
+
     pub async fn send_raw(&mut self, message: ws::Message) {
         self.framed.send(message).await.expect("ws send raw");
     }
@@ -468,6 +672,23 @@ impl WsClient {
         self.send(json!({"type": "ping", "ref": "alive?"})).await;
         let pong = self.reply_to("alive?").await;
         assert_eq!(pong["type"], "pong");
+    }
+}
+
+/// The whole history of a conversation over REST, oldest first.
+pub async fn history(node: &Node, token: &str, conversation: u64) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let path = format!("/v1/conversations/{conversation}/events?after={after}&limit=200");
+        let (status, page) = http(node, "GET", &path, Some(token), None).await;
+        assert_eq!(status, 200, "{page}");
+        let batch = page["events"].as_array().expect("events").clone();
+        if batch.is_empty() {
+            return events;
+        }
+        after = batch.last().expect("an event")["seq"].as_u64().expect("seq");
+        events.extend(batch);
     }
 }
 

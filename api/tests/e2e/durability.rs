@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use serde_json::Value;
 
 use crate::common::*;
 
@@ -24,22 +23,6 @@ async fn node_with_pair() -> (Node, String, u64) {
     .await;
     assert_eq!(status, 200, "{direct}");
     (node, token, direct["id"].as_u64().unwrap())
-}
-
-async fn history(node: &Node, token: &str, conversation: u64) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let path = format!("/v1/conversations/{conversation}/events?after={after}&limit=200");
-        let (status, page) = http(node, "GET", &path, Some(token), None).await;
-        assert_eq!(status, 200, "{page}");
-        let batch = page["events"].as_array().unwrap().clone();
-        if batch.is_empty() {
-            return events;
-        }
-        after = batch.last().unwrap()["seq"].as_u64().unwrap();
-        events.extend(batch);
-    }
 }
 
 #[actix_rt::test]

@@ -55,6 +55,13 @@ pub enum StoreError {
     NotFound { what: &'static str },
 }
 
+impl StoreError {
+    /// Whether the same operation may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 /// Why an append did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
