@@ -44,6 +44,7 @@ use crate::model::Event;
 use crate::model::EventKind;
 use crate::model::Member;
 use crate::model::MemberRole;
+use crate::model::MessageBody;
 use crate::model::Receipt;
 use crate::model::UnixMillis;
 use crate::store::AppendError;
@@ -134,96 +135,18 @@ impl ConversationActor {
                 sender,
                 client_msg_id,
                 body,
-            } => {
-                if let Err(e) = self
-                    .check_member(sender)
-                    .and_then(|_| rules::check_body(&body, self.deps.config.max_body_bytes))
-                {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                self.client_event(sender, client_msg_id, None, reply, ctx, move |_, _, cmid| {
-                    Ok((
-                        EventKind::Message {
-                            client_msg_id: cmid,
-                            body,
-                            edited_by: None,
-                            recalled_by: None,
-                        },
-                        Vec::new(),
-                    ))
-                });
-            }
+            } => self.send(sender, client_msg_id, body, reply, ctx),
             Command::Edit {
                 sender,
                 client_msg_id,
                 target,
                 body,
-            } => {
-                if let Err(e) = self
-                    .check_member(sender)
-                    .and_then(|_| rules::check_body(&body, self.deps.config.max_body_bytes))
-                {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                let window = self.deps.config.edit_window();
-                self.client_event(
-                    sender,
-                    client_msg_id,
-                    Some(target),
-                    reply,
-                    ctx,
-                    move |_, target_event, cmid| {
-                        let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
-                        rules::check_edit(sender, &target_event, now_millis(), window)?;
-                        let effects = vec![Effect::ReviseMessage {
-                            target,
-                            body: body.clone(),
-                        }];
-                        Ok((
-                            EventKind::Edit {
-                                client_msg_id: cmid,
-                                target,
-                                body,
-                            },
-                            effects,
-                        ))
-                    },
-                );
-            }
+            } => self.edit(sender, client_msg_id, target, body, reply, ctx),
             Command::Recall {
                 sender,
                 client_msg_id,
                 target,
-            } => {
-                if let Err(e) = self.check_member(sender) {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                let window = self.deps.config.edit_window();
-                self.client_event(
-                    sender,
-                    client_msg_id,
-                    Some(target),
-                    reply,
-                    ctx,
-                    move |act, target_event, cmid| {
-                        let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
-                        let loaded = act.loaded()?;
-                        let role = loaded.members.get(&sender).copied().unwrap_or(MemberRole::Member);
-                        let facts = act.facts_owned();
-                        rules::check_recall(&facts.as_facts(), sender, role, &target_event, now_millis(), window)?;
-                        Ok((
-                            EventKind::Recall {
-                                client_msg_id: cmid,
-                                target,
-                            },
-                            vec![Effect::RecallMessage { target }],
-                        ))
-                    },
-                );
-            }
+            } => self.recall(sender, client_msg_id, target, reply, ctx),
             Command::Change { actor, change } => self.change(actor, change, reply, ctx),
             Command::Receipt { user, delivered, read } => match self.receipt(user, delivered, read, ctx) {
                 Err(error) => {
@@ -248,6 +171,112 @@ impl ConversationActor {
             }
             Command::Announce { creator } => self.announce(creator, reply, ctx),
         }
+    }
+
+    /// The sender must be a member and the body (if any) within limits.
+    fn check_author(&mut self, sender: UserId, body: Option<&MessageBody>) -> Result<(), ConversationError> {
+        self.check_member(sender)?;
+        match body {
+            Some(body) => rules::check_body(body, self.deps.config.max_body_bytes),
+            None => Ok(()),
+        }
+    }
+
+    fn send(
+        &mut self,
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        body: MessageBody,
+        reply: ReplyTx,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(error) = self.check_author(sender, Some(&body)) {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        self.client_event(sender, client_msg_id, None, reply, ctx, move |_, _, cmid| {
+            let kind = EventKind::Message {
+                client_msg_id: cmid,
+                body,
+                edited_by: None,
+                recalled_by: None,
+            };
+            Ok((kind, Vec::new()))
+        });
+    }
+
+    fn edit(
+        &mut self,
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        target: Seq,
+        body: MessageBody,
+        reply: ReplyTx,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(error) = self.check_author(sender, Some(&body)) {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let window = self.deps.config.edit_window();
+        self.client_event(
+            sender,
+            client_msg_id,
+            Some(target),
+            reply,
+            ctx,
+            move |_, target_event, cmid| {
+                let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
+                rules::check_edit(sender, &target_event, now_millis(), window)?;
+                let effects = vec![Effect::ReviseMessage {
+                    target,
+                    body: body.clone(),
+                }];
+                Ok((
+                    EventKind::Edit {
+                        client_msg_id: cmid,
+                        target,
+                        body,
+                    },
+                    effects,
+                ))
+            },
+        );
+    }
+
+    fn recall(
+        &mut self,
+        sender: UserId,
+        client_msg_id: ClientMsgId,
+        target: Seq,
+        reply: ReplyTx,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(error) = self.check_author(sender, None) {
+            let _ = reply.send(Err(error));
+            return;
+        }
+        let window = self.deps.config.edit_window();
+        self.client_event(
+            sender,
+            client_msg_id,
+            Some(target),
+            reply,
+            ctx,
+            move |act, target_event, cmid| {
+                let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
+                let role = act.check_member(sender)?;
+                let facts = act.facts_owned();
+                rules::check_recall(&facts.as_facts(), sender, role, &target_event, now_millis(), window)?;
+                Ok((
+                    EventKind::Recall {
+                        client_msg_id: cmid,
+                        target,
+                    },
+                    vec![Effect::RecallMessage { target }],
+                ))
+            },
+        );
     }
 
     fn check_member(&mut self, user: UserId) -> Result<MemberRole, ConversationError> {
