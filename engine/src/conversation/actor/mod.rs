@@ -19,15 +19,12 @@ use actix::prelude::*;
 
 use super::command::Accepted;
 use super::command::Command;
-use super::command::ConversationView;
 use super::command::Envelope;
-use super::command::GroupChange;
 use super::command::Reply;
 use super::command::ReplyTx;
 use super::dedup::DedupCache;
 use super::registry::ActorStopped;
 use super::registry::ConversationRegistry;
-use super::rules;
 use super::rules::Facts;
 use super::Deps;
 use crate::clock::now_millis;
@@ -42,14 +39,16 @@ use crate::metrics;
 use crate::model::Conversation;
 use crate::model::Event;
 use crate::model::EventKind;
-use crate::model::Member;
 use crate::model::MemberRole;
-use crate::model::MessageBody;
 use crate::model::Receipt;
 use crate::model::UnixMillis;
 use crate::store::AppendError;
 use crate::store::AppendOp;
 use crate::store::Effect;
+
+mod client_events;
+mod members;
+mod receipts;
 
 /// State loaded from the store when the actor starts.
 struct Loaded {
@@ -173,112 +172,6 @@ impl ConversationActor {
         }
     }
 
-    /// The sender must be a member and the body (if any) within limits.
-    fn check_author(&mut self, sender: UserId, body: Option<&MessageBody>) -> Result<(), ConversationError> {
-        self.check_member(sender)?;
-        match body {
-            Some(body) => rules::check_body(body, self.deps.config.max_body_bytes),
-            None => Ok(()),
-        }
-    }
-
-    fn send(
-        &mut self,
-        sender: UserId,
-        client_msg_id: ClientMsgId,
-        body: MessageBody,
-        reply: ReplyTx,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Err(error) = self.check_author(sender, Some(&body)) {
-            let _ = reply.send(Err(error));
-            return;
-        }
-        self.client_event(sender, client_msg_id, None, reply, ctx, move |_, _, cmid| {
-            let kind = EventKind::Message {
-                client_msg_id: cmid,
-                body,
-                edited_by: None,
-                recalled_by: None,
-            };
-            Ok((kind, Vec::new()))
-        });
-    }
-
-    fn edit(
-        &mut self,
-        sender: UserId,
-        client_msg_id: ClientMsgId,
-        target: Seq,
-        body: MessageBody,
-        reply: ReplyTx,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Err(error) = self.check_author(sender, Some(&body)) {
-            let _ = reply.send(Err(error));
-            return;
-        }
-        let window = self.deps.config.edit_window();
-        self.client_event(
-            sender,
-            client_msg_id,
-            Some(target),
-            reply,
-            ctx,
-            move |_, target_event, cmid| {
-                let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
-                rules::check_edit(sender, &target_event, now_millis(), window)?;
-                let effects = vec![Effect::ReviseMessage {
-                    target,
-                    body: body.clone(),
-                }];
-                Ok((
-                    EventKind::Edit {
-                        client_msg_id: cmid,
-                        target,
-                        body,
-                    },
-                    effects,
-                ))
-            },
-        );
-    }
-
-    fn recall(
-        &mut self,
-        sender: UserId,
-        client_msg_id: ClientMsgId,
-        target: Seq,
-        reply: ReplyTx,
-        ctx: &mut Context<Self>,
-    ) {
-        if let Err(error) = self.check_author(sender, None) {
-            let _ = reply.send(Err(error));
-            return;
-        }
-        let window = self.deps.config.edit_window();
-        self.client_event(
-            sender,
-            client_msg_id,
-            Some(target),
-            reply,
-            ctx,
-            move |act, target_event, cmid| {
-                let target_event = target_event.ok_or(ConversationError::TargetNotFound(target))?;
-                let role = act.check_member(sender)?;
-                let facts = act.facts_owned();
-                rules::check_recall(&facts.as_facts(), sender, role, &target_event, now_millis(), window)?;
-                Ok((
-                    EventKind::Recall {
-                        client_msg_id: cmid,
-                        target,
-                    },
-                    vec![Effect::RecallMessage { target }],
-                ))
-            },
-        );
-    }
-
     fn check_member(&mut self, user: UserId) -> Result<MemberRole, ConversationError> {
         let id = self.id;
         let loaded = self.loaded()?;
@@ -306,75 +199,6 @@ impl ConversationActor {
                 max_name_bytes: 0,
             },
         }
-    }
-
-    /// Resolve the client message id (and the target event, for edits and recalls) and then
-    /// either answer with the original seq or build and append the new event. Later commands
-    /// wait until this is resolved, so each sender's events keep their order.
-    fn client_event<B>(
-        &mut self,
-        sender: UserId,
-        client_msg_id: ClientMsgId,
-        target: Option<Seq>,
-        reply: ReplyTx,
-        ctx: &mut Context<Self>,
-        build: B,
-    ) where
-        B: FnOnce(&mut Self, Option<Event>, ClientMsgId) -> Result<(EventKind, Vec<Effect>), ConversationError>
-            + 'static,
-    {
-        if let Some((seq, at)) = self.dedup.get(sender, &client_msg_id) {
-            self.answer_duplicate(seq, at, reply);
-            return;
-        }
-        let pending_target = target.and_then(|t| self.pending.iter().find(|p| p.seq == t).map(|p| p.event.clone()));
-        let store = self.deps.store.clone();
-        let id = self.id;
-        let cmid = client_msg_id.clone();
-        let lookup = async move {
-            let found = store.find_client_msg(id, sender, &cmid).await?;
-            let original = match found {
-                Some(seq) => Some(store.event(id, seq).await?.map(|e| (seq, e.at)).unwrap_or((seq, 0))),
-                None => None,
-            };
-            let target_event = match (target, pending_target) {
-                (_, Some(event)) => Some(event),
-                (Some(t), None) => store.event(id, t).await?,
-                (None, None) => None,
-            };
-            Ok::<_, crate::store::StoreError>((original, target_event))
-        };
-        ctx.wait(lookup.into_actor(self).map(move |result, act, ctx| match result {
-            Err(error) => {
-                metrics::store_error("find_client_msg");
-                let _ = reply.send(Err(error.into()));
-            }
-            Ok((Some((seq, at)), _)) => {
-                act.dedup.insert(sender, client_msg_id, seq, at);
-                act.answer_duplicate(seq, at, reply);
-            }
-            Ok((None, target_event)) => match build(act, target_event, client_msg_id.clone()) {
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                }
-                Ok((kind, effects)) => act.append(sender, kind, effects, Some(client_msg_id), Some(reply), ctx),
-            },
-        }));
-    }
-
-    fn answer_duplicate(&mut self, seq: Seq, at: UnixMillis, reply: ReplyTx) {
-        metrics::duplicate_send();
-        if let Some(pending) = self.pending.iter_mut().find(|p| p.seq == seq) {
-            pending.replies.push((reply, true));
-            return;
-        }
-        let accepted = Accepted {
-            conversation: self.id,
-            seq,
-            at,
-            duplicate: true,
-        };
-        let _ = reply.send(Ok(Reply::Accepted(accepted)));
     }
 
     /// Assign the next seq, apply the effects in memory, submit the durable append.
@@ -537,184 +361,6 @@ impl ConversationActor {
             why: why.to_owned(),
         };
         ctx.stop();
-    }
-
-    fn change(&mut self, actor: UserId, change: GroupChange, reply: ReplyTx, ctx: &mut Context<Self>) {
-        let facts = self.facts_owned();
-        let plan = rules::plan_change(&facts.as_facts(), actor, &change);
-        match plan {
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
-            Ok(None) => {
-                let _ = reply.send(Ok(Reply::Done));
-            }
-            Ok(Some((kind, effects))) => {
-                if let GroupChange::AddMembers { users } = &change {
-                    self.append_after_users_exist(actor, users.clone(), kind, effects, reply, ctx);
-                } else {
-                    self.append(actor, kind, effects, None, Some(reply), ctx);
-                }
-            }
-        }
-    }
-
-    /// New members must be existing, enabled accounts; check before assigning a seq.
-    fn append_after_users_exist(
-        &mut self,
-        actor: UserId,
-        users: Vec<UserId>,
-        kind: EventKind,
-        effects: Vec<Effect>,
-        reply: ReplyTx,
-        ctx: &mut Context<Self>,
-    ) {
-        let store = self.deps.store.clone();
-        let check = async move {
-            for user in users {
-                match store.user(user).await? {
-                    Some(u) if !u.disabled => {}
-                    _ => return Ok(Some(user)),
-                }
-            }
-            Ok::<_, crate::store::StoreError>(None)
-        };
-        ctx.wait(check.into_actor(self).map(move |result, act, ctx| match result {
-            Err(error) => {
-                let _ = reply.send(Err(error.into()));
-            }
-            Ok(Some(missing)) => {
-                let _ = reply.send(Err(ConversationError::Invalid(format!(
-                    "user {missing} does not exist"
-                ))));
-            }
-            Ok(None) => act.append(actor, kind, effects, None, Some(reply), ctx),
-        }));
-    }
-
-    fn announce(&mut self, creator: UserId, reply: ReplyTx, ctx: &mut Context<Self>) {
-        let Ok(loaded) = self.loaded() else { return };
-        if loaded.assigned != Seq::ZERO {
-            let _ = reply.send(Ok(Reply::Done));
-            return;
-        }
-        let mut members: Vec<Member> = loaded
-            .members
-            .iter()
-            .map(|(user, role)| Member {
-                user: *user,
-                role: *role,
-            })
-            .collect();
-        members.sort_by_key(|m| m.user);
-        self.append(
-            creator,
-            EventKind::MembersAdded { members },
-            Vec::new(),
-            None,
-            Some(reply),
-            ctx,
-        );
-    }
-
-    /// Advance a member's cursors; returns them and whether they changed (and so must be saved
-    /// before the request is answered).
-    fn receipt(
-        &mut self,
-        user: UserId,
-        delivered: Option<Seq>,
-        read: Option<Seq>,
-        _ctx: &mut Context<Self>,
-    ) -> Result<(Receipt, bool), ConversationError> {
-        self.check_member(user)?;
-        let small_group = self.deps.config.presence_fanout_max_members;
-        let deps = self.deps.clone();
-        let id = self.id;
-        let loaded = self.loaded()?;
-        let current = loaded.receipts.get(&user).copied().unwrap_or_default();
-        let next = current.advance(delivered, read, loaded.durable);
-        if next == current {
-            return Ok((next, false));
-        }
-        loaded.receipts.insert(user, next);
-        if loaded.members.len() <= small_group {
-            let bytes = deps.encoder.receipt(id, user, next);
-            let users = loaded.recipients.clone();
-            deps.hub.do_send(Fanout {
-                users,
-                item: Outbound::Ephemeral { bytes },
-            });
-        }
-        self.dirty_receipts.insert(user, next);
-        Ok((next, true))
-    }
-
-    /// Persist dirty receipts, one flush at a time; cursors are cumulative, so the newest wins.
-    fn flush_receipts(&mut self, ctx: &mut Context<Self>) {
-        if self.receipt_flush_running || self.dirty_receipts.is_empty() {
-            return;
-        }
-        self.receipt_flush_running = true;
-        let batch: Vec<(UserId, Receipt)> = self.dirty_receipts.drain().collect();
-        let waiters = std::mem::take(&mut self.receipt_waiters);
-        let store = self.deps.store.clone();
-        let id = self.id;
-        let save = async move {
-            let mut outcome = Ok(());
-            for (user, receipt) in batch {
-                if let Err(error) = store.save_receipt(id, user, receipt).await {
-                    metrics::store_error("save_receipt");
-                    tracing::warn!(conversation = %id, %error, "Saving a receipt failed.");
-                    outcome = Err(ConversationError::from(error));
-                }
-            }
-            outcome
-        };
-        ctx.spawn(save.into_actor(self).map(move |outcome, act, ctx| {
-            for (reply, receipt) in waiters {
-                let answer = match &outcome {
-                    Ok(()) => Ok(Reply::Receipt(receipt)),
-                    Err(error) => Err(ConversationError::Unavailable(error.to_string())),
-                };
-                let _ = reply.send(answer);
-            }
-            act.receipt_flush_running = false;
-            act.flush_receipts(ctx);
-        }));
-    }
-
-    fn typing(&mut self, user: UserId) -> Result<(), ConversationError> {
-        self.check_member(user)?;
-        let loaded = self.loaded()?;
-        let others: Arc<[UserId]> = loaded.recipients.iter().copied().filter(|u| *u != user).collect();
-        let bytes = self.deps.encoder.typing(self.id, user);
-        self.deps.hub.do_send(Fanout {
-            users: others,
-            item: Outbound::Ephemeral { bytes },
-        });
-        Ok(())
-    }
-
-    fn describe(&mut self, user: UserId) -> Result<Reply, ConversationError> {
-        self.check_member(user)?;
-        let loaded = self.loaded()?;
-        let mut members: Vec<Member> = loaded
-            .members
-            .iter()
-            .map(|(user, role)| Member {
-                user: *user,
-                role: *role,
-            })
-            .collect();
-        members.sort_by_key(|m| m.user);
-        let mut receipts: Vec<(UserId, Receipt)> = loaded.receipts.iter().map(|(u, r)| (*u, *r)).collect();
-        receipts.sort_by_key(|(u, _)| *u);
-        Ok(Reply::View(Box::new(ConversationView {
-            conversation: loaded.conversation.clone(),
-            members,
-            receipts,
-            last_seq: loaded.durable,
-        })))
     }
 }
 
