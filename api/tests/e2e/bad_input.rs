@@ -19,15 +19,8 @@ async fn setup(extra: &str) -> (Node, String, String, u64) {
     node.start().await;
     let alice = login(&node, "alice").await;
     let mallory = login(&node, "mallory").await;
-    let (_, direct) = http(
-        &node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&alice),
-        Some(json!({"peer": bob})),
-    )
-    .await;
-    (node, alice, mallory, direct["id"].as_u64().unwrap())
+    let conversation = open_direct(&node, &alice, bob).await;
+    (node, alice, mallory, conversation)
 }
 
 async fn error_code(ws: &mut WsClient, reference: &str) -> String {

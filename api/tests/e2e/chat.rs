@@ -46,16 +46,7 @@ async fn direct_and_group_chat_with_an_offline_member_catching_up() {
     let mut bob = WsClient::connect(&c.node, &c.bob).await;
 
     tracing::info!("--- 1:1: alice opens a direct conversation with bob and they talk");
-    let (status, direct) = http(
-        &c.node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&c.alice),
-        Some(json!({"peer": bob_id})),
-    )
-    .await;
-    assert_eq!(status, 200, "{direct}");
-    let direct_id = direct["id"].as_u64().unwrap();
+    let direct_id = open_direct(&c.node, &c.alice, bob_id).await;
     let seq = alice.send_message(direct_id, "d1", "hi bob").await;
     let event = bob.next_of("event").await;
     // The conversation's first event announces its members; the message follows.
@@ -204,15 +195,7 @@ async fn direct_and_group_chat_with_an_offline_member_catching_up() {
 async fn typing_and_presence_reach_the_other_member() {
     let c = cast().await;
     let [_, bob_id, _] = c.ids;
-    let (_, direct) = http(
-        &c.node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&c.alice),
-        Some(json!({"peer": bob_id})),
-    )
-    .await;
-    let direct_id = direct["id"].as_u64().unwrap();
+    let direct_id = open_direct(&c.node, &c.alice, bob_id).await;
     let mut alice = WsClient::connect(&c.node, &c.alice).await;
     let mut bob = WsClient::connect(&c.node, &c.bob).await;
     let presence = alice.next_of("presence").await;

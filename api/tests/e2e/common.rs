@@ -476,6 +476,14 @@ pub async fn http(node: &Node, method: &str, path: &str, token: Option<&str>, bo
     (status, json)
 }
 
+/// Open (or find) the direct conversation of the token's user with `peer`; returns its id.
+pub async fn open_direct(node: &Node, token: &str, peer: u64) -> u64 {
+    let body = json!({"peer": peer});
+    let (status, direct) = http(node, "POST", "/v1/conversations/direct", Some(token), Some(body)).await;
+    assert_eq!(status, 200, "open direct conversation: {direct}");
+    direct["id"].as_u64().expect("conversation id")
+}
+
 pub async fn login(node: &Node, username: &str) -> String {
     let (status, body) = http(
         node,

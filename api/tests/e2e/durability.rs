@@ -13,16 +13,8 @@ async fn node_with_pair() -> (Node, String, u64) {
     let bob = node.add_user_offline("bob", false);
     node.start().await;
     let token = login(&node, "alice").await;
-    let (status, direct) = http(
-        &node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&token),
-        Some(json!({"peer": bob})),
-    )
-    .await;
-    assert_eq!(status, 200, "{direct}");
-    (node, token, direct["id"].as_u64().unwrap())
+    let conversation = open_direct(&node, &token, bob).await;
+    (node, token, conversation)
 }
 
 #[actix_rt::test]

@@ -14,15 +14,7 @@ async fn a_client_that_stops_reading_is_told_to_resync_and_loses_nothing() {
     let bob_id = node.add_user_offline("bob", false);
     node.start().await;
     let (alice_token, bob_token) = (login(&node, "alice").await, login(&node, "bob").await);
-    let (_, direct) = http(
-        &node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&alice_token),
-        Some(json!({"peer": bob_id})),
-    )
-    .await;
-    let conversation = direct["id"].as_u64().unwrap();
+    let conversation = open_direct(&node, &alice_token, bob_id).await;
     let mut bob = WsClient::connect(&node, &bob_token).await;
     let mut alice = WsClient::connect(&node, &alice_token).await;
 

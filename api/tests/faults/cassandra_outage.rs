@@ -301,16 +301,7 @@ async fn cassandra_stopped_mid_burst_loses_no_acked_message_and_roost_recovers_b
     let pid = node.pid();
     let alice_token = login(&node, "alice").await;
     let bob_token = login(&node, "bob").await;
-    let (status, direct) = http(
-        &node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&alice_token),
-        Some(json!({"peer": bob_id})),
-    )
-    .await;
-    assert_eq!(status, 200, "{direct}");
-    let conversation = direct["id"].as_u64().unwrap();
+    let conversation = open_direct(&node, &alice_token, bob_id).await;
 
     // Bob: one connection for the whole story, synced from nothing.
     let mut bob = WsClient::connect_unsynced(&node, &bob_token).await;

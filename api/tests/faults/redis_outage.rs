@@ -191,16 +191,7 @@ async fn redis_killed_and_restarted_during_chat_loses_nothing_and_presence_recov
     let pid = node.pid();
     let alice_token = login(&node, "alice").await;
     let bob_token = login(&node, "bob").await;
-    let (status, direct) = http(
-        &node,
-        "POST",
-        "/v1/conversations/direct",
-        Some(&alice_token),
-        Some(json!({"peer": bob_id})),
-    )
-    .await;
-    assert_eq!(status, 200, "{direct}");
-    let conversation = direct["id"].as_u64().unwrap();
+    let conversation = open_direct(&node, &alice_token, bob_id).await;
     let online_key = |user: u64| format!("{prefix}online:{user}");
     let in_redis = |user: u64| redis_command(redis.port, &["ZRANGE", &online_key(user), "0", "-1"]);
 

@@ -13,7 +13,6 @@ use crate::error::ConversationError;
 use crate::ids::Seq;
 use crate::ids::UserId;
 use crate::model::EventKind;
-use crate::model::Member;
 use crate::model::Receipt;
 use crate::store::Effect;
 
@@ -77,15 +76,7 @@ impl ConversationActor {
             let _ = reply.send(Ok(Reply::Done));
             return;
         }
-        let mut members: Vec<Member> = loaded
-            .members
-            .iter()
-            .map(|(user, role)| Member {
-                user: *user,
-                role: *role,
-            })
-            .collect();
-        members.sort_by_key(|m| m.user);
+        let members = loaded.sorted_members();
         self.append(
             creator,
             EventKind::MembersAdded { members },
@@ -99,15 +90,7 @@ impl ConversationActor {
     pub(super) fn describe(&mut self, user: UserId) -> Result<Reply, ConversationError> {
         self.check_member(user)?;
         let loaded = self.loaded()?;
-        let mut members: Vec<Member> = loaded
-            .members
-            .iter()
-            .map(|(user, role)| Member {
-                user: *user,
-                role: *role,
-            })
-            .collect();
-        members.sort_by_key(|m| m.user);
+        let members = loaded.sorted_members();
         let mut receipts: Vec<(UserId, Receipt)> = loaded.receipts.iter().map(|(u, r)| (*u, *r)).collect();
         receipts.sort_by_key(|(u, _)| *u);
         Ok(Reply::View(Box::new(ConversationView {

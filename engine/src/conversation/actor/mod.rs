@@ -39,6 +39,7 @@ use crate::metrics;
 use crate::model::Conversation;
 use crate::model::Event;
 use crate::model::EventKind;
+use crate::model::Member;
 use crate::model::MemberRole;
 use crate::model::Receipt;
 use crate::model::UnixMillis;
@@ -62,6 +63,19 @@ struct Loaded {
     /// Highest seq known durable.
     durable: Seq,
     last_at: UnixMillis,
+}
+
+impl Loaded {
+    /// The members with their roles, ordered by user id.
+    fn sorted_members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .members
+            .iter()
+            .map(|(&user, &role)| Member { user, role })
+            .collect();
+        members.sort_by_key(|m| m.user);
+        members
+    }
 }
 
 enum State {
@@ -147,7 +161,7 @@ impl ConversationActor {
                 target,
             } => self.recall(sender, client_msg_id, target, reply, ctx),
             Command::Change { actor, change } => self.change(actor, change, reply, ctx),
-            Command::Receipt { user, delivered, read } => match self.receipt(user, delivered, read, ctx) {
+            Command::Receipt { user, delivered, read } => match self.receipt(user, delivered, read) {
                 Err(error) => {
                     let _ = reply.send(Err(error));
                 }

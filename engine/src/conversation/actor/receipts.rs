@@ -24,7 +24,6 @@ impl ConversationActor {
         user: UserId,
         delivered: Option<Seq>,
         read: Option<Seq>,
-        _ctx: &mut Context<Self>,
     ) -> Result<(Receipt, bool), ConversationError> {
         self.check_member(user)?;
         let small_group = self.deps.config.presence_fanout_max_members;
