@@ -31,12 +31,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use roost_engine::delivery::hub::CountConnections;
 use roost_engine::delivery::hub::KickAll;
 use roost_engine::delivery::DisconnectReason;
-use roost_engine::ids::NodeId;
-use roost_engine::placement::SingleNode;
 use roost_engine::presence::LocalPresence;
 use roost_engine::presence::PresenceBackend;
 use roost_engine::presence::PresenceDirectory;
 use roost_engine::presence::RedisPresence;
+use roost_engine::remote::Topology;
 use roost_engine::store::embedded::EmbeddedStore;
 use roost_engine::store::scylla::ScyllaStore;
 use roost_engine::store::Store;
@@ -77,7 +76,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     let presence = open_presence(&config).await?;
-    let state = build_state(config.clone(), store, presence);
+    let state = build_state(config.clone(), store, presence, Topology::standalone());
     let mut listeners = Listeners::bind(&state, &metrics)?;
     state.lifecycle.set_ready();
     tracing::info!(
@@ -165,7 +164,12 @@ pub async fn open_presence(config: &NodeConfig) -> anyhow::Result<Arc<dyn Presen
 /// Start the engine and auth on `store` and bundle them with `config`. Must run inside an actix
 /// `System`. The WebSocket ticket secret is random per process: tickets live seconds, so a
 /// restart only makes clients fetch a new one.
-pub fn build_state(config: Arc<NodeConfig>, store: Arc<dyn Store>, presence: Arc<dyn PresenceDirectory>) -> AppState {
+pub fn build_state(
+    config: Arc<NodeConfig>,
+    store: Arc<dyn Store>,
+    presence: Arc<dyn PresenceDirectory>,
+    topology: Topology,
+) -> AppState {
     let workers = match config.server.engine_workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
@@ -173,11 +177,10 @@ pub fn build_state(config: Arc<NodeConfig>, store: Arc<dyn Store>, presence: Arc
     let engine = Engine::start_with(
         store.clone(),
         Arc::new(JsonEncoder),
-        Arc::new(SingleNode),
         config.engine.clone(),
         workers,
         presence,
-        NodeId::STANDALONE,
+        topology,
     );
     let ticket_secret: [u8; 32] = rand::random();
     let auth = Auth::new(store, engine.hub().clone(), config.auth.clone(), ticket_secret);

@@ -1,20 +1,25 @@
 //! Errors of conversation operations, named after what the caller does next.
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+use serde::Deserialize;
+use serde::Serialize;
 
 use crate::ids::ConversationId;
 use crate::ids::Seq;
 use crate::store::StoreError;
 
 /// Why a conversation operation (send, edit, recall, membership, receipt) was refused.
-#[derive(Debug, thiserror::Error)]
+/// Serializable: a node forwards it back to the node that forwarded the command.
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
 pub enum ConversationError {
     #[error("conversation {0} not found")]
     NotFound(ConversationId),
     #[error("not a member of conversation {0}")]
     NotMember(ConversationId),
     #[error("not allowed: {0}")]
-    Forbidden(&'static str),
+    Forbidden(Cow<'static, str>),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("message body is {size} bytes, the limit is {limit}")]

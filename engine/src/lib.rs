@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod presence;
+pub mod remote;
 pub mod service;
 pub mod store;
 

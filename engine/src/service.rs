@@ -4,6 +4,8 @@
 //!
 //! Commands for one conversation go through [`Engine::submit`], which enqueues synchronously:
 //! commands submitted one after another by the same caller reach the conversation in that order.
+//! In a cluster, `submit` sends a command whose conversation another node owns to that node
+//! ([`RemoteNodes::forward`]); the owner runs it with [`Engine::submit_local`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,9 +21,14 @@ use crate::conversation::command::ConversationView;
 use crate::conversation::command::Envelope;
 use crate::conversation::command::Reply;
 use crate::conversation::registry::ConversationRegistry;
+use crate::conversation::registry::Drain;
 use crate::conversation::Deps;
+use crate::delivery::hub::Fanout;
+use crate::delivery::hub::LocalUsers;
+use crate::delivery::hub::ResyncAll;
 use crate::delivery::hub::SessionHub;
 use crate::delivery::EventEncoder;
+use crate::delivery::Outbound;
 use crate::error::ConversationError;
 use crate::ids::ConversationId;
 use crate::ids::NodeId;
@@ -35,9 +42,12 @@ use crate::model::Member;
 use crate::model::MemberRole;
 use crate::model::NewConversation;
 use crate::model::Receipt;
+use crate::placement::Owner;
 use crate::placement::Placement;
 use crate::presence::LocalPresence;
 use crate::presence::PresenceDirectory;
+use crate::remote::RemoteNodes;
+use crate::remote::Topology;
 use crate::store::Direction;
 use crate::store::PageRequest;
 use crate::store::Store;
@@ -75,11 +85,14 @@ pub struct Engine {
     arbiters: Arc<Vec<ArbiterHandle>>,
     presence: Arc<dyn PresenceDirectory>,
     node: NodeId,
+    placement: Arc<dyn Placement>,
+    remote: Arc<dyn RemoteNodes>,
 }
 
 impl Engine {
-    /// Start a standalone node: [`Engine::start_with`] an in-process [`LocalPresence`] (started
-    /// on the current arbiter) as [`NodeId::STANDALONE`]. Must run inside an actix `System`.
+    /// Start a node alone with `placement`: [`Engine::start_with`] an in-process
+    /// [`LocalPresence`] (started on the current arbiter) as [`NodeId::STANDALONE`], with no
+    /// remote nodes. Must run inside an actix `System`.
     pub fn start(
         store: Arc<dyn Store>,
         encoder: Arc<dyn EventEncoder>,
@@ -88,20 +101,28 @@ impl Engine {
         workers: usize,
     ) -> Engine {
         let presence = Arc::new(LocalPresence::start());
-        Self::start_with(store, encoder, placement, config, workers, presence, NodeId::STANDALONE)
+        let topology = Topology {
+            placement,
+            ..Topology::standalone()
+        };
+        Self::start_with(store, encoder, config, workers, presence, topology)
     }
 
-    /// Start the hub (reporting to `presence` as `node`), the registry and `workers` arbiters
-    /// for conversation actors. Must run inside an actix `System`.
+    /// Start the hub (reporting to `presence` as `topology.node`), the registry and `workers`
+    /// arbiters for conversation actors. Must run inside an actix `System`.
     pub fn start_with(
         store: Arc<dyn Store>,
         encoder: Arc<dyn EventEncoder>,
-        placement: Arc<dyn Placement>,
         config: EngineConfig,
         workers: usize,
         presence: Arc<dyn PresenceDirectory>,
-        node: NodeId,
+        topology: Topology,
     ) -> Engine {
+        let Topology {
+            node,
+            placement,
+            remote,
+        } = topology;
         let config = Arc::new(config);
         let hub_presence = presence.clone();
         let hub_store = store.clone();
@@ -109,21 +130,24 @@ impl Engine {
         let presence_max = config.presence_fanout_max_members;
         let hub_arbiter = Arbiter::new().handle();
         let registry_arbiter = Arbiter::new().handle();
+        let hub_remote = remote.clone();
         let hub = SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
-            SessionHub::new(hub_store, hub_encoder, presence_max, hub_presence, node)
+            SessionHub::new(hub_store, hub_encoder, presence_max, hub_presence, node).with_remote(hub_remote)
         });
         let deps = Arc::new(Deps {
             store: store.clone(),
             hub: hub.clone(),
             encoder,
             config: config.clone(),
+            remote: remote.clone(),
         });
         let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
         let mut arbiters = workers.clone();
         arbiters.push(hub_arbiter);
         arbiters.push(registry_arbiter.clone());
+        let registry_placement = placement.clone();
         let registry = ConversationRegistry::start_in_arbiter(&registry_arbiter, move |_| {
-            ConversationRegistry::new(deps, placement, workers)
+            ConversationRegistry::new(deps, registry_placement, workers)
         });
         Engine {
             store,
@@ -133,6 +157,8 @@ impl Engine {
             arbiters: Arc::new(arbiters),
             presence,
             node,
+            placement,
+            remote,
         }
     }
 
@@ -171,8 +197,22 @@ impl Engine {
         self.node
     }
 
-    /// Enqueue a command now; the receiver yields its outcome.
+    /// Enqueue a command now, here or at the node that owns the conversation; the receiver
+    /// yields its outcome. A conversation between owners answers `NotOwner` (retry shortly).
     pub fn submit(
+        &self,
+        conversation: ConversationId,
+        command: Command,
+    ) -> oneshot::Receiver<Result<Reply, ConversationError>> {
+        match self.placement.owner(conversation) {
+            Owner::Remote(owner) => self.remote.forward(owner, conversation, command),
+            Owner::Local | Owner::Unassigned => self.submit_local(conversation, command),
+        }
+    }
+
+    /// Enqueue a command on this node's conversation actor, never forwarding: for commands
+    /// another node forwarded here. Answers `NotOwner` if this node does not own the conversation.
+    pub fn submit_local(
         &self,
         conversation: ConversationId,
         command: Command,
@@ -184,6 +224,39 @@ impl Engine {
             reply,
         });
         rx
+    }
+
+    /// Deliver an item another node fanned out to this node's connections of `users`.
+    pub fn deliver_local(&self, users: Arc<[UserId]>, item: Outbound) {
+        self.hub.do_send(Fanout { users, item });
+    }
+
+    /// Every local connection re-reads its live conversations from the store (events from a
+    /// node that went away, or from before an ownership change, may have been lost).
+    pub fn resync_sessions(&self) {
+        self.hub.do_send(ResyncAll);
+    }
+
+    /// The users connected to this node (for the other nodes' fan-out directory).
+    pub async fn local_users(&self) -> Vec<UserId> {
+        self.hub.send(LocalUsers).await.unwrap_or_default()
+    }
+
+    /// Stop the conversation actors `matches` selects once their in-flight appends are answered
+    /// (their shard is being handed to another node). The placement must already refuse them.
+    pub async fn drain(&self, matches: impl Fn(ConversationId) -> bool + Send + 'static) {
+        let stopping = self
+            .registry
+            .send(Drain {
+                matches: Box::new(matches),
+            })
+            .await
+            .unwrap_or_default();
+        for actor in stopping {
+            while actor.connected() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
     }
 
     pub async fn call(&self, conversation: ConversationId, command: Command) -> Result<Reply, ConversationError> {

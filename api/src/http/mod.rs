@@ -141,6 +141,7 @@ mod tests {
             Arc::new(config),
             store,
             std::sync::Arc::new(roost_engine::presence::LocalPresence::start()),
+            roost_engine::remote::Topology::standalone(),
         )
     }
 

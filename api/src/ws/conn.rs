@@ -505,6 +505,11 @@ impl Handler<Deliver> for WsSession {
                 bytes,
             } => self.on_live(conversation, seq, bytes, ctx),
             Outbound::Ephemeral { bytes } => self.send_bytes(ctx, bytes),
+            Outbound::Resync => {
+                for (conversation, after) in self.order.resync_live() {
+                    self.read(conversation, after, MAX_PAGE, ctx);
+                }
+            }
         }
     }
 }

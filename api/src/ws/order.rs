@@ -260,6 +260,25 @@ impl DeliveryOrder {
         sent
     }
 
+    /// Live events may have been lost on their way to this node (a peer node went away, or a
+    /// conversation changed owner): re-read every live conversation after what was sent, so a
+    /// lost tail shows up without waiting for the next event. Returns the reads to start.
+    pub fn resync_live(&mut self) -> Vec<(ConversationId, Seq)> {
+        let mut reads = Vec::new();
+        for (id, state) in self.conversations.iter_mut() {
+            if let State::Live { sent } = *state {
+                *state = State::CatchingUp {
+                    sent,
+                    queued: BTreeMap::new(),
+                    overflowed: false,
+                    sync: false,
+                };
+                reads.push((*id, sent));
+            }
+        }
+        reads
+    }
+
     /// Called once a sync has begun every conversation it covers. From now on the connection is
     /// synced: conversations still held (the user joined them while the sync was being
     /// prepared) start from seq 0. Returns the reads to start.
@@ -391,6 +410,20 @@ mod tests {
         let out = o.on_page(C, page(4..=9), false);
         assert_eq!(out.send.len(), 6);
         assert_eq!(o.on_live(C, Seq(10), b(10)).0, Some(b(10)));
+    }
+
+    #[test]
+    fn resync_rereads_live_conversations_and_keeps_later_events_in_order() {
+        let mut o = synced();
+        o.on_live(C, Seq(1), b(1));
+        assert_eq!(o.resync_live(), vec![(C, Seq(1))]);
+        // A live event while the read is in flight waits for it.
+        let (now, next) = o.on_live(C, Seq(3), b(3));
+        assert_eq!((now, next), (None, Next::Idle));
+        let out = o.on_page(C, page(2..=2), false);
+        assert_eq!(texts(&out.send), vec!["2", "3"]);
+        assert_eq!(out.next, Next::Idle);
+        assert!(o.resync_live().contains(&(C, Seq(3))));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! Every request names the acting user; the API layer fills it from the authenticated session,
 //! never from the client's frame.
 
+use serde::Deserialize;
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::error::ConversationError;
@@ -17,7 +19,7 @@ use crate::model::MessageBody;
 use crate::model::Receipt;
 use crate::model::UnixMillis;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Command {
     /// Append a new message.
     Send {
@@ -56,7 +58,7 @@ pub enum Command {
     Announce { creator: UserId },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GroupChange {
     AddMembers { users: Vec<UserId> },
     RemoveMember { user: UserId },
@@ -67,7 +69,7 @@ pub enum GroupChange {
 
 /// A durable append: `seq` is the event's position; `duplicate` is true when the client message
 /// id had already been used and this is the original seq.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
     pub conversation: ConversationId,
     pub seq: Seq,
@@ -75,7 +77,7 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationView {
     pub conversation: Conversation,
     pub members: Vec<Member>,
@@ -83,7 +85,7 @@ pub struct ConversationView {
     pub last_seq: Seq,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Reply {
     Accepted(Accepted),
     Receipt(Receipt),

@@ -11,8 +11,12 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::config::EngineConfig;
+use crate::delivery::hub::Fanout;
 use crate::delivery::hub::SessionHub;
 use crate::delivery::EventEncoder;
+use crate::delivery::Outbound;
+use crate::ids::UserId;
+use crate::remote::RemoteNodes;
 use crate::store::Store;
 
 /// What every conversation actor of a node shares.
@@ -21,4 +25,14 @@ pub struct Deps {
     pub hub: Addr<SessionHub>,
     pub encoder: Arc<dyn EventEncoder>,
     pub config: Arc<EngineConfig>,
+    pub remote: Arc<dyn RemoteNodes>,
+}
+
+impl Deps {
+    /// Delivers an encoded item to every connection of `users`: other nodes first (one envelope
+    /// per node with connected recipients), then this node's sessions.
+    pub fn fan_out(&self, users: Arc<[UserId]>, item: Outbound) {
+        self.remote.fan_out(&users, &item);
+        self.hub.do_send(Fanout { users, item });
+    }
 }

@@ -152,6 +152,33 @@ impl Handler<ActorStopped> for ConversationRegistry {
     }
 }
 
+/// Retire the actors of the conversations `matches` selects (their shard is moving to another
+/// node). Each finishes its in-flight appends first; the answer lists them so the caller can wait
+/// until they have stopped. The placement must already refuse these conversations, or a new
+/// command would start a fresh actor next to the retiring one.
+#[derive(Message)]
+#[rtype(result = "Vec<Addr<ConversationActor>>")]
+pub struct Drain {
+    pub matches: Box<dyn Fn(ConversationId) -> bool + Send>,
+}
+
+impl Handler<Drain> for ConversationRegistry {
+    type Result = Vec<Addr<ConversationActor>>;
+
+    fn handle(&mut self, msg: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        let draining: Vec<ConversationId> = self.actors.keys().copied().filter(|id| (msg.matches)(*id)).collect();
+        let mut stopping = Vec::with_capacity(draining.len());
+        for id in draining {
+            if let Some(entry) = self.actors.remove(&id) {
+                entry.addr.do_send(Retire);
+                stopping.push(entry.addr);
+            }
+        }
+        metrics::conversation_actors(self.actors.len());
+        stopping
+    }
+}
+
 /// How many conversation actors are live (for tests and metrics).
 #[derive(Message)]
 #[rtype(result = "usize")]

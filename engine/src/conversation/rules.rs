@@ -60,7 +60,9 @@ pub fn check_edit(sender: UserId, target: &Event, now: UnixMillis, window: Durat
         return Err(ConversationError::Invalid("message was recalled".into()));
     }
     if target.sender != sender {
-        return Err(ConversationError::Forbidden("only the author may edit a message"));
+        return Err(ConversationError::Forbidden(
+            "only the author may edit a message".into(),
+        ));
     }
     if !within(target.at, now, window) {
         return Err(ConversationError::EditWindowPassed(window));
@@ -90,7 +92,7 @@ pub fn check_recall(
     }
     if target.sender != actor {
         return Err(ConversationError::Forbidden(
-            "only the author or a group admin may recall",
+            "only the author or a group admin may recall".into(),
         ));
     }
     if !within(target.at, now, window) {
@@ -111,7 +113,9 @@ pub fn plan_change(
     change: &GroupChange,
 ) -> Result<Option<(EventKind, Vec<Effect>)>, ConversationError> {
     if facts.kind != ConversationKind::Group {
-        return Err(ConversationError::Forbidden("direct conversations have fixed members"));
+        return Err(ConversationError::Forbidden(
+            "direct conversations have fixed members".into(),
+        ));
     }
     let role = facts.role_of(actor)?;
     match change {
@@ -152,7 +156,7 @@ pub fn plan_change(
         GroupChange::Leave => {
             if role == MemberRole::Owner && facts.members.len() > 1 {
                 return Err(ConversationError::Forbidden(
-                    "the owner must hand ownership to another member before leaving",
+                    "the owner must hand ownership to another member before leaving".into(),
                 ));
             }
             Ok(Some((
@@ -208,7 +212,7 @@ fn require(condition: bool, why: &'static str) -> Result<(), ConversationError> 
     if condition {
         Ok(())
     } else {
-        Err(ConversationError::Forbidden(why))
+        Err(ConversationError::Forbidden(why.into()))
     }
 }
 

@@ -36,6 +36,8 @@ use crate::presence::lane::Report;
 use crate::presence::PresenceDirectory;
 use crate::presence::PresenceEntry;
 use crate::presence::PresenceError;
+use crate::remote::NoRemoteNodes;
+use crate::remote::RemoteNodes;
 use crate::store::Store;
 
 /// Identifies one connection within the hub.
@@ -58,6 +60,7 @@ pub struct SessionHub {
     presence: Arc<dyn PresenceDirectory>,
     node: NodeId,
     lane: DirectoryLane,
+    remote: Arc<dyn RemoteNodes>,
 }
 
 impl SessionHub {
@@ -79,7 +82,15 @@ impl SessionHub {
             presence,
             node,
             lane: DirectoryLane::default(),
+            remote: Arc::new(NoRemoteNodes),
         }
+    }
+
+    /// Reports users whose first connection opened or last one closed to the other nodes of a
+    /// cluster, so events of conversations owned elsewhere are sent here.
+    pub fn with_remote(mut self, remote: Arc<dyn RemoteNodes>) -> Self {
+        self.remote = remote;
+        self
     }
 
     fn remove_where(&mut self, user: UserId, mut predicate: impl FnMut(&Connection) -> bool) -> bool {
@@ -97,6 +108,7 @@ impl SessionHub {
     /// A user's presence changed: remember it and tell the people who share a conversation.
     fn presence_changed(&mut self, user: UserId, online: bool, ctx: &mut Context<Self>) {
         metrics::online_users(self.connections.len());
+        self.remote.local_user(user, online);
         let last_seen = if online {
             None
         } else {
@@ -325,6 +337,34 @@ impl Handler<Fanout> for SessionHub {
     }
 }
 
+/// Tell every connection on this node to re-read its live conversations from the store
+/// ([`Outbound::Resync`]): events from another node may have been lost on the way.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResyncAll;
+
+impl Handler<ResyncAll> for SessionHub {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ResyncAll, ctx: &mut Context<Self>) {
+        let users: Vec<UserId> = self.connections.keys().copied().collect();
+        self.deliver_to(&users, &Outbound::Resync, ctx);
+    }
+}
+
+/// The users with at least one connection on this node.
+#[derive(Message)]
+#[rtype(result = "Vec<UserId>")]
+pub struct LocalUsers;
+
+impl Handler<LocalUsers> for SessionHub {
+    type Result = Vec<UserId>;
+
+    fn handle(&mut self, _msg: LocalUsers, _ctx: &mut Context<Self>) -> Vec<UserId> {
+        self.connections.keys().copied().collect()
+    }
+}
+
 /// Close every connection of a user (disable) or of one session token (logout).
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -362,6 +402,7 @@ impl Handler<KickAll> for SessionHub {
         }
         for user in std::mem::take(&mut self.connections).into_keys() {
             self.lane.user_changed(user);
+            self.remote.local_user(user, false);
         }
         // Best effort: other nodes otherwise see these users offline once their entries expire.
         self.report_to_directory(ctx);

@@ -11,6 +11,8 @@ pub mod hub;
 use actix::Message;
 use actix::Recipient;
 use bytes::Bytes;
+use serde::Deserialize;
+use serde::Serialize;
 
 use crate::ids::ConversationId;
 use crate::ids::Seq;
@@ -29,7 +31,7 @@ pub trait EventEncoder: Send + Sync + 'static {
 }
 
 /// What a connection receives.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Outbound {
     /// A timeline event: the connection keeps per-conversation order and fills gaps by `seq`.
     Event {
@@ -39,6 +41,10 @@ pub enum Outbound {
     },
     /// Receipts, typing and presence: advisory, not sequenced.
     Ephemeral { bytes: Bytes },
+    /// Events may have been lost on their way to this node (a peer node went away, or
+    /// conversations changed owner): re-read every live conversation from the store after the
+    /// last seq sent. Sent by the hub to every local connection; never sent between nodes.
+    Resync,
 }
 
 #[derive(Message, Clone, Debug)]

@@ -28,7 +28,6 @@ use super::registry::ConversationRegistry;
 use super::rules::Facts;
 use super::Deps;
 use crate::clock::now_millis;
-use crate::delivery::hub::Fanout;
 use crate::delivery::Outbound;
 use crate::error::ConversationError;
 use crate::ids::ClientMsgId;
@@ -348,10 +347,7 @@ impl ConversationActor {
             seq: done.seq,
             bytes,
         };
-        self.deps.hub.do_send(Fanout {
-            users: done.recipients,
-            item,
-        });
+        self.deps.fan_out(done.recipients, item);
         for (reply, duplicate) in done.replies {
             let accepted = Accepted {
                 conversation: self.id,

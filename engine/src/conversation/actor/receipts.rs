@@ -8,7 +8,6 @@ use actix::prelude::*;
 
 use super::ConversationActor;
 use crate::conversation::command::Reply;
-use crate::delivery::hub::Fanout;
 use crate::delivery::Outbound;
 use crate::error::ConversationError;
 use crate::ids::Seq;
@@ -39,10 +38,7 @@ impl ConversationActor {
         if loaded.members.len() <= small_group {
             let bytes = deps.encoder.receipt(id, user, next);
             let users = loaded.recipients.clone();
-            deps.hub.do_send(Fanout {
-                users,
-                item: Outbound::Ephemeral { bytes },
-            });
+            deps.fan_out(users, Outbound::Ephemeral { bytes });
         }
         self.dirty_receipts.insert(user, next);
         Ok((next, true))
@@ -87,10 +83,7 @@ impl ConversationActor {
         let loaded = self.loaded()?;
         let others: Arc<[UserId]> = loaded.recipients.iter().copied().filter(|u| *u != user).collect();
         let bytes = self.deps.encoder.typing(self.id, user);
-        self.deps.hub.do_send(Fanout {
-            users: others,
-            item: Outbound::Ephemeral { bytes },
-        });
+        self.deps.fan_out(others, Outbound::Ephemeral { bytes });
         Ok(())
     }
 }
