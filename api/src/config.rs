@@ -54,6 +54,7 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub engine: EngineConfig,
+    pub cluster: ClusterNodeConfig,
 }
 
 /// Where presence (online, last seen) and shared counters live.
@@ -71,9 +72,10 @@ pub struct PresenceConfig {
 pub struct ServerConfig {
     /// Address of the public listener (REST + WebSocket).
     pub listen: SocketAddr,
-    /// Optional internal listener for /healthz, /readyz and /metrics (and, later, cluster
-    /// traffic). When unset, they are served on the public listener. Plain HTTP: bind it
-    /// to a loopback or private address.
+    /// Optional internal listener for /healthz, /readyz and /metrics, and the cluster admin
+    /// endpoints (/admin/cluster/*, required when cluster.enabled). When unset, the probes are
+    /// served on the public listener. Plain HTTP without authentication: bind it to a loopback
+    /// or private address.
     pub internal_listen: Option<SocketAddr>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
@@ -133,7 +135,7 @@ pub struct StorageConfig {
     /// `scylla`: a ScyllaDB or Cassandra cluster, configured in `[scylla]`.
     pub backend: StorageBackend,
     /// Directory of the embedded store (created if missing). Back up its roost.redb file
-    /// while the node is stopped.
+    /// while the node is stopped. A cluster node keeps its Raft log here too (raft.redb).
     pub data_dir: PathBuf,
     /// `immediate`: every acknowledged write is fsync'd (group commit batches them).
     /// `relaxed`: writes are fsync'd at least every `relaxed_flush_interval_ms`; a crash
@@ -271,6 +273,90 @@ impl Default for LogConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
         }
+    }
+}
+
+/// This node's place in a cluster of Roost nodes (`[cluster]`).
+///
+/// The control-plane settings are `roost_cluster::ClusterConfig`, embedded whole as the sub-table
+/// `[cluster.control]` rather than mirrored here field by field: the cluster crate owns their
+/// meaning, defaults and checks, and `#[serde(flatten)]` cannot be combined with
+/// `deny_unknown_fields`. The sub-table also says what the settings are: one value for the whole
+/// cluster (the same on every node), while the keys of `[cluster]` differ per node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterNodeConfig {
+    /// Run as a member of a cluster. Needs storage.backend = "scylla", presence.backend = "redis"
+    /// and server.internal_listen (where the /admin/cluster endpoints are served).
+    pub enabled: bool,
+    /// This node's id, unique in the cluster and never reused (1 or more). Its certificate must be
+    /// made for the same id (`roost cluster certs --node ID`).
+    pub node_id: Option<u64>,
+    /// Name of the cluster. Nodes refuse peers that give another name, so two clusters sharing a
+    /// network (or a CA) never mix.
+    pub cluster_id: String,
+    /// Address of the node-to-node listener (mutual TLS; Raft and forwarded conversation traffic).
+    pub peer_listen: SocketAddr,
+    /// `host:port` the other nodes dial to reach this one. Unset: `peer_listen`, which then must
+    /// not be an unspecified address (0.0.0.0 or ::).
+    pub advertise_peer: Option<String>,
+    /// `host:port` clients are told to connect to for this node. Unset: `server.listen`, which then
+    /// must not be an unspecified address.
+    pub advertise_client: Option<String>,
+    /// The cluster CA certificate (PEM); peers must present a certificate it signed.
+    pub ca_cert: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the cluster CA. `roost cluster certs` makes them.
+    pub node_cert: Option<PathBuf>,
+    /// The private key (PEM) of `node_cert`.
+    pub node_key: Option<PathBuf>,
+    /// Control-plane settings: shard count, leases and failure detection. The same on every node.
+    pub control: roost_cluster::ClusterConfig,
+}
+
+impl Default for ClusterNodeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            node_id: None,
+            cluster_id: "roost".into(),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            advertise_peer: None,
+            advertise_client: None,
+            ca_cert: None,
+            node_cert: None,
+            node_key: None,
+            control: roost_cluster::ClusterConfig::default(),
+        }
+    }
+}
+
+impl ClusterNodeConfig {
+    /// The address other nodes dial: `advertise_peer`, else `peer_listen` when it names a host.
+    pub fn advertised_peer(&self) -> Option<String> {
+        advertised(self.advertise_peer.as_deref(), self.peer_listen)
+    }
+
+    /// The address clients are told: `advertise_client`, else `server_listen` when it names a host.
+    pub fn advertised_client(&self, server_listen: SocketAddr) -> Option<String> {
+        advertised(self.advertise_client.as_deref(), server_listen)
+    }
+}
+
+/// `host:port` with a non-empty host and a numeric port (IPv6 hosts in brackets).
+fn is_host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(['/', ' ']) && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
+fn advertised(explicit: Option<&str>, listen: SocketAddr) -> Option<String> {
+    match explicit {
+        Some(address) => Some(address.to_owned()),
+        None if listen.ip().is_unspecified() => None,
+        None => Some(listen.to_string()),
     }
 }
 
@@ -615,7 +701,97 @@ impl NodeConfig {
             problems.push(format!("log.level `{}` is not a valid filter: {e}", self.log.level));
         }
         problems.extend(self.engine.problems());
+        self.cluster_problems(&mut problems);
         problems
+    }
+
+    /// A cluster node needs what every node of the cluster can share (the ScyllaDB history and
+    /// the Redis presence: the embedded store is one node's disk), its identity and certificates,
+    /// and the internal listener its admin endpoints live on.
+    fn cluster_problems(&self, problems: &mut Vec<String>) {
+        let c = &self.cluster;
+        if !c.enabled {
+            return;
+        }
+        if c.node_id.unwrap_or(0) == 0 {
+            problems.push("cluster.node_id must be set to 1 or more when cluster.enabled".into());
+        }
+        if c.cluster_id.trim().is_empty() {
+            problems.push("cluster.cluster_id must not be empty".into());
+        }
+        if self.storage.backend != StorageBackend::Scylla {
+            problems.push(
+                "cluster.enabled needs storage.backend = \"scylla\": every node must reach the same \
+                 history, and the embedded store is one node's disk"
+                    .into(),
+            );
+        }
+        if self.presence.backend != PresenceBackend::Redis {
+            problems
+                .push("cluster.enabled needs presence.backend = \"redis\", so every node sees who is online".into());
+        }
+        if self.server.internal_listen.is_none() {
+            problems.push(
+                "cluster.enabled needs server.internal_listen: the /admin/cluster endpoints are served \
+                 there (a private address), never on the public listener"
+                    .into(),
+            );
+        }
+        self.cluster_address_problems(problems);
+        for (name, path) in [
+            ("ca_cert", &c.ca_cert),
+            ("node_cert", &c.node_cert),
+            ("node_key", &c.node_key),
+        ] {
+            match path {
+                None => problems.push(format!(
+                    "cluster.{name} must be set when cluster.enabled (`roost cluster certs` makes the files)"
+                )),
+                Some(path) => {
+                    if let Err(e) = std::fs::File::open(path) {
+                        problems.push(format!("cluster.{name}: cannot read {}: {e}", path.display()));
+                    }
+                }
+            }
+        }
+        // The cluster crate names its keys `cluster.<key>`; here they live in `[cluster.control]`.
+        problems.extend(
+            c.control
+                .problems()
+                .into_iter()
+                .map(|p| p.replace("cluster.", "cluster.control.")),
+        );
+    }
+
+    fn cluster_address_problems(&self, problems: &mut Vec<String>) {
+        let c = &self.cluster;
+        let listen = c.peer_listen;
+        if listen == self.server.listen || Some(listen) == self.server.internal_listen {
+            problems.push(format!(
+                "cluster.peer_listen ({listen}) must differ from server.listen and server.internal_listen"
+            ));
+        }
+        match c.advertised_peer() {
+            None => problems.push(format!(
+                "cluster.advertise_peer must be set: cluster.peer_listen ({listen}) does not say which \
+                 address other nodes should dial"
+            )),
+            Some(address) if !is_host_port(&address) => {
+                problems.push(format!("cluster.advertise_peer `{address}` is not host:port"))
+            }
+            Some(_) => {}
+        }
+        match c.advertised_client(self.server.listen) {
+            None => problems.push(format!(
+                "cluster.advertise_client must be set: server.listen ({}) does not say which address \
+                 clients should connect to",
+                self.server.listen
+            )),
+            Some(address) if !is_host_port(&address) => {
+                problems.push(format!("cluster.advertise_client `{address}` is not host:port"))
+            }
+            Some(_) => {}
+        }
     }
 
     /// Settings that work but are probably not what a production node wants.
@@ -662,6 +838,15 @@ impl NodeConfig {
                  messages; use it for benchmarks and disposable data only"
                     .into(),
             );
+        }
+        if let Some(internal) = self.server.internal_listen.filter(|_| self.cluster.enabled) {
+            if internal.ip().is_unspecified() {
+                warnings.push(format!(
+                    "server.internal_listen = {internal} listens on every interface, and its \
+                     /admin/cluster endpoints have no authentication: bind it to a loopback or \
+                     private address"
+                ));
+            }
         }
         if self.server.tls_cert.is_none() && !self.server.listen.ip().is_loopback() {
             warnings.push(format!(
@@ -861,9 +1046,10 @@ pub const DOCS: &[SectionDoc] = &[
             field("listen", "Address of the public listener (REST + WebSocket)."),
             optional(
                 "internal_listen",
-                "Optional internal listener for /healthz, /readyz and /metrics (and, later, cluster\n\
-                 traffic). When unset, they are served on the public listener. Plain HTTP: bind it\n\
-                 to a loopback or private address.",
+                "Optional internal listener for /healthz, /readyz and /metrics, and the cluster admin\n\
+                 endpoints (/admin/cluster/*, required when cluster.enabled). When unset, the probes are\n\
+                 served on the public listener. Plain HTTP without authentication: bind it to a loopback\n\
+                 or private address.",
                 "\"127.0.0.1:9090\"",
             ),
             field("workers", "HTTP worker threads; 0 means one per CPU core."),
@@ -915,7 +1101,7 @@ pub const DOCS: &[SectionDoc] = &[
             field(
                 "data_dir",
                 "Directory of the embedded store (created if missing). Back up its roost.redb file\n\
-                 while the node is stopped.",
+                 while the node is stopped. A cluster node keeps its Raft log here too (raft.redb).",
             ),
             field(
                 "durability",
@@ -1199,6 +1385,107 @@ pub const DOCS: &[SectionDoc] = &[
             ),
         ],
     },
+    SectionDoc {
+        name: "cluster",
+        doc: "This node's place in a cluster of Roost nodes (off by default: a single node).",
+        fields: &[
+            field(
+                "enabled",
+                "Run as a member of a cluster. Needs storage.backend = \"scylla\", presence.backend = \"redis\"\n\
+                 and server.internal_listen (where the /admin/cluster endpoints are served).",
+            ),
+            optional(
+                "node_id",
+                "This node's id, unique in the cluster and never reused (1 or more). Its certificate must be\n\
+                 made for the same id (`roost cluster certs --node ID`).",
+                "1",
+            ),
+            field(
+                "cluster_id",
+                "Name of the cluster. Nodes refuse peers that give another name, so two clusters sharing a\n\
+                 network (or a CA) never mix.",
+            ),
+            field(
+                "peer_listen",
+                "Address of the node-to-node listener (mutual TLS; Raft and forwarded conversation traffic).",
+            ),
+            optional(
+                "advertise_peer",
+                "`host:port` the other nodes dial to reach this one. Unset: `peer_listen`, which then must\n\
+                 not be an unspecified address (0.0.0.0 or ::).",
+                "\"10.0.0.1:7070\"",
+            ),
+            optional(
+                "advertise_client",
+                "`host:port` clients are told to connect to for this node. Unset: `server.listen`, which then\n\
+                 must not be an unspecified address.",
+                "\"chat1.example.com:443\"",
+            ),
+            optional(
+                "ca_cert",
+                "The cluster CA certificate (PEM); peers must present a certificate it signed.",
+                "\"/etc/roost/cluster/ca.pem\"",
+            ),
+            optional(
+                "node_cert",
+                "This node's certificate (PEM), signed by the cluster CA. `roost cluster certs` makes them.",
+                "\"/etc/roost/cluster/node-1.pem\"",
+            ),
+            optional(
+                "node_key",
+                "The private key (PEM) of `node_cert`.",
+                "\"/etc/roost/cluster/node-1.key\"",
+            ),
+        ],
+    },
+    SectionDoc {
+        name: "cluster.control",
+        doc: "Control-plane settings of the cluster: shards, leases, failure detection. The same on every node.",
+        fields: &[
+            field(
+                "shard_count",
+                "Virtual shards conversations are spread over. Read once, by `roost cluster init`, and then\n\
+                 fixed for the life of the cluster (it is stored in the replicated state, and changing it\n\
+                 would move every conversation). More shards spread load more evenly over many nodes; 256\n\
+                 suits clusters of up to a few dozen nodes.",
+            ),
+            field(
+                "lease_ms",
+                "How long a lease granted by the Raft leader lets this node sequence its shards, counted\n\
+                 from when the renewal was sent, in milliseconds. A node cut off from the leader stops\n\
+                 serving its conversations at most this long after its last successful renewal.",
+            ),
+            field(
+                "renew_ms",
+                "How often a node renews its lease, in milliseconds. At most a third of `lease_ms`, so that\n\
+                 one lost round trip does not let a healthy node's lease expire.",
+            ),
+            field(
+                "failure_timeout_ms",
+                "How long a member may go without renewing its lease before the leader declares it dead and\n\
+                 hands its shards to others, in milliseconds. At least `lease_ms * (1 + 2 * 0.001) + 100`\n\
+                 (the longest a lease can outlast its grant, with clock drift and a margin); larger values\n\
+                 ride out longer pauses at the cost of a longer outage when a node really fails.",
+            ),
+            field(
+                "heartbeat_ms",
+                "How often the Raft leader sends heartbeats, in milliseconds.",
+            ),
+            field(
+                "election_min_ms",
+                "The shortest time without a heartbeat after which a follower calls an election, in\n\
+                 milliseconds. Must be larger than `heartbeat_ms`.",
+            ),
+            field(
+                "election_max_ms",
+                "The longest such time (each follower picks a random timeout in between), in milliseconds.",
+            ),
+            field(
+                "rebalance_interval_ms",
+                "How often the leader checks for failed members and plans shard moves, in milliseconds.",
+            ),
+        ],
+    },
 ];
 
 const HEADER: &str = "\
@@ -1221,7 +1508,7 @@ impl NodeConfig {
         let mut out = String::from(HEADER);
         for section in DOCS {
             out.push_str(&format!("\n# {}\n[{}]\n", section.doc, section.name));
-            let values = defaults.get(section.name).and_then(Value::as_table);
+            let values = section_values(&defaults, section.name);
             for (i, field) in section.fields.iter().enumerate() {
                 if i > 0 {
                     out.push('\n');
@@ -1242,6 +1529,12 @@ impl NodeConfig {
     }
 }
 
+/// The default values of a section named by its dotted path (`cluster.control`).
+fn section_values<'a>(defaults: &'a Table, name: &str) -> Option<&'a Table> {
+    let path: Vec<String> = name.split('.').map(str::to_owned).collect();
+    lookup(defaults, &path).and_then(Value::as_table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1254,19 +1547,17 @@ mod tests {
     #[test]
     fn docs_name_exactly_the_fields() {
         let defaults = Table::try_from(NodeConfig::default()).expect("serializes");
-        let documented: Vec<&str> = DOCS.iter().map(|s| s.name).collect();
+        let mut top: Vec<&str> = DOCS.iter().map(|s| s.name).filter(|n| !n.contains('.')).collect();
+        top.sort_unstable();
         let sections: Vec<&str> = defaults.keys().map(String::as_str).collect();
-        let mut sorted = documented.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, sections, "every section is documented");
+        assert_eq!(top, sections, "every section is documented");
         for section in DOCS {
-            let values = defaults[section.name].as_table().expect("a table");
-            for key in values.keys() {
-                assert!(
-                    section.fields.iter().any(|f| f.key == key),
-                    "{}.{key} has no entry in config::DOCS",
-                    section.name
-                );
+            let values = section_values(&defaults, section.name).expect("a table");
+            for (key, value) in values {
+                // A sub-table is a field (`scylla.replication`) or its own section (`[cluster.control]`).
+                let documented = section.fields.iter().any(|f| f.key == key)
+                    || (value.is_table() && DOCS.iter().any(|s| s.name == format!("{}.{key}", section.name)));
+                assert!(documented, "{}.{key} has no entry in config::DOCS", section.name);
             }
             // Optional keys must exist too: set each to its example and deserialize.
             for f in section.fields {

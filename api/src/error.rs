@@ -62,6 +62,11 @@ pub enum ErrorCode {
     Unavailable,
     /// The conversation lives on another node; retry (possibly on another node).
     NotOwner,
+    /// Cluster admin endpoints on a node that does not run in a cluster (`cluster.enabled = false`).
+    ClusterDisabled,
+    /// The cluster has no leader right now (an election is under way, or too few nodes are up to
+    /// elect one); retry.
+    NoLeader,
     /// A bug or unexpected state on the server.
     Internal,
 }
@@ -114,7 +119,11 @@ impl ApiError {
     pub fn retryable(&self) -> bool {
         matches!(
             self.code,
-            ErrorCode::RateLimited | ErrorCode::Overloaded | ErrorCode::Unavailable | ErrorCode::NotOwner
+            ErrorCode::RateLimited
+                | ErrorCode::Overloaded
+                | ErrorCode::Unavailable
+                | ErrorCode::NotOwner
+                | ErrorCode::NoLeader
         )
     }
 
@@ -126,10 +135,10 @@ impl ApiError {
             FrameTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized | InvalidCredentials => StatusCode::UNAUTHORIZED,
             AccountDisabled | Forbidden | NotMember | RegistrationClosed | OriginNotAllowed => StatusCode::FORBIDDEN,
-            NotFound => StatusCode::NOT_FOUND,
+            NotFound | ClusterDisabled => StatusCode::NOT_FOUND,
             Conflict => StatusCode::CONFLICT,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Overloaded | Unavailable | NotOwner => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | Unavailable | NotOwner | NoLeader => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -7,8 +7,11 @@
 //! - [`http`]: REST handlers by resource, plus health and metrics.
 //! - [`ws`]: the WebSocket session actor (the only module that uses actix-web-actors).
 //! - [`config`], [`server`], [`tls`], [`telemetry`]: running a node.
+//! - [`cluster`]: this node's place in a cluster (the glue around `roost-cluster`), and the
+//!   `roost cluster` operator commands.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod encoder;
 pub mod error;

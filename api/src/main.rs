@@ -3,7 +3,8 @@
 //! `roost` alone runs the server (`roost serve`). The other subcommands help operators: write a
 //! commented config (`genconfig`), check one (`checkconfig`), apply the ScyllaDB schema
 //! (`migrate`), create a user while the server is stopped (`user add`), make a development TLS
-//! certificate (`cert dev`).
+//! certificate (`cert dev`), and run a cluster (`cluster certs|init|status|remove`, implemented in
+//! `roost_api::cluster::cli`).
 
 use std::io::BufRead;
 use std::io::IsTerminal;
@@ -24,6 +25,7 @@ use roost_api::config::StorageBackend;
 use roost_api::server;
 use roost_api::tls;
 use roost_api::wire::PROTOCOL_VERSION;
+use roost_engine::ids::NodeId;
 
 /// Roost: a self-hosted chat server.
 #[derive(Debug, Parser)]
@@ -44,7 +46,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ConfigArgs),
+    Serve(ServeArgs),
     /// Write a complete, commented configuration file with the defaults.
     Genconfig {
         /// Where to write it; `-` or nothing prints it.
@@ -66,6 +68,9 @@ enum Command {
     /// TLS certificates.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Run a cluster: certificates, init, status, remove.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print the version and the protocol version.
     Version,
 }
@@ -83,6 +88,63 @@ struct ConfigArgs {
     /// Data directory (overrides storage.data_dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Join the cluster through this member's peer address (its cluster.advertise_peer, e.g.
+    /// 10.0.0.1:7070). Retries for up to 60 s, then serves. Needs cluster.enabled.
+    #[arg(long, value_name = "PEER_ADDR")]
+    join: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Make the cluster CA and a certificate per node (ca.pem, ca.key, node-<id>.pem,
+    /// node-<id>.key). An existing CA in DIR signs the new certificates, so nodes can be added
+    /// later; nothing is overwritten without --force.
+    Certs {
+        /// Directory to write to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// A node: its id and, after a colon, the host names or addresses it is reached by
+        /// (repeatable), e.g. `--node 1:10.0.0.1,chat1.internal`.
+        #[arg(long = "node", value_name = "ID[:HOST,...]", required = true)]
+        nodes: Vec<roost_api::cluster::cli::NodeSpec>,
+        /// The cluster's name, written into the CA (use the same as cluster.cluster_id).
+        #[arg(long, value_name = "NAME", default_value = "roost")]
+        cluster_id: String,
+        /// Replace an existing CA (and the listed nodes' files) with new ones.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make the node at --admin a new cluster of one; it takes every shard.
+    Init(AdminArgs),
+    /// Show the members, their shards and the leader.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the JSON the node answers instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand a node's shards to the others, then remove it; waits until done.
+    Remove {
+        /// The id of the node to remove.
+        #[arg(value_name = "NODE")]
+        node: u64,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// A node's internal listener (server.internal_listen), e.g. http://127.0.0.1:9090.
+    #[arg(long, value_name = "URL", env = "ROOST_ADMIN")]
+    admin: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,7 +192,7 @@ enum CertCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or_else(|| Command::Serve(ConfigArgs::default()));
+    let command = cli.command.unwrap_or_else(|| Command::Serve(ServeArgs::default()));
     match run(command) {
         Ok(code) => code,
         Err(error) => {
@@ -148,6 +210,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Migrate(args) => migrate(&args),
         Command::User(UserCommand::Add(args)) => user_add(args),
         Command::Cert(CertCommand::Dev { out_dir, hosts, force }) => cert_dev(&out_dir, &hosts, force),
+        Command::Cluster(command) => cluster(command),
         Command::Version => {
             println!("roost {} (protocol v{PROTOCOL_VERSION})", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -180,9 +243,25 @@ fn load_valid(args: &ConfigArgs) -> anyhow::Result<NodeConfig> {
     Ok(config)
 }
 
-fn serve(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = load_valid(args)?;
-    actix_web::rt::System::new().block_on(server::run(config))?;
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = load_valid(&args.config)?;
+    actix_web::rt::System::new().block_on(server::run(config, args.join.clone()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cluster(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    use roost_api::cluster::cli;
+    match command {
+        ClusterCommand::Certs {
+            out,
+            nodes,
+            cluster_id,
+            force,
+        } => cli::certs(&out, &nodes, &cluster_id, force)?,
+        ClusterCommand::Init(args) => cli::init(&args.admin)?,
+        ClusterCommand::Status { admin, json } => cli::status(&admin.admin, json)?,
+        ClusterCommand::Remove { node, admin } => cli::remove(&admin.admin, NodeId(node))?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -383,7 +462,40 @@ mod tests {
         let cli = Cli::try_parse_from(["roost", "serve", "--listen", "0.0.0.0:9000"]).expect("parses");
         assert!(matches!(
             cli.command,
-            Some(Command::Serve(ConfigArgs { listen: Some(_), .. }))
+            Some(Command::Serve(ServeArgs {
+                config: ConfigArgs { listen: Some(_), .. },
+                join: None
+            }))
         ));
+    }
+
+    #[test]
+    fn cluster_commands_parse() {
+        let cli = Cli::try_parse_from(["roost", "serve", "--join", "10.0.0.1:7070"]).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Serve(ServeArgs { join: Some(_), .. }))
+        ));
+        let certs = [
+            "roost", "cluster", "certs", "--out", "d", "--node", "1", "--node", "2:a,b",
+        ];
+        let cli = Cli::try_parse_from(certs).expect("parses");
+        let Some(Command::Cluster(ClusterCommand::Certs { nodes, cluster_id, .. })) = cli.command else {
+            panic!("not certs");
+        };
+        assert_eq!(
+            (nodes.len(), nodes[1].hosts.len(), cluster_id.as_str()),
+            (2, 2, "roost")
+        );
+        let remove = ["roost", "cluster", "remove", "3", "--admin", "http://127.0.0.1:9090"];
+        let cli = Cli::try_parse_from(remove).expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Cluster(ClusterCommand::Remove { node: 3, .. }))
+        ));
+        assert!(
+            Cli::try_parse_from(["roost", "cluster", "certs", "--out", "d"]).is_err(),
+            "needs a node"
+        );
     }
 }

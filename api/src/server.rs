@@ -8,6 +8,12 @@
 //! them to close, the listeners stop gracefully (in-flight requests finish, bounded by the same
 //! grace), and the store flushes. A second signal skips the wait.
 //!
+//! A cluster node (`cluster.enabled`) starts its `ClusterNode` before the engine, which runs on
+//! the node's placement and routing ([`cluster::topology`]); joins through a seed before binding
+//! (`roost serve --join`); serves the `/admin/cluster` routes on the internal listener only; and
+//! stops the cluster node after the HTTP drain, without leaving the cluster (the others fail its
+//! shards over; `roost cluster remove` first hands them over gracefully).
+//!
 //! actix's own signal handling is disabled: it would stop the listeners at once, before clients
 //! were told anything.
 
@@ -42,6 +48,7 @@ use roost_engine::store::Store;
 use roost_engine::Engine;
 
 use crate::auth::Auth;
+use crate::cluster;
 use crate::config::NodeConfig;
 use crate::config::StorageBackend;
 use crate::encoder::JsonEncoder;
@@ -59,11 +66,15 @@ use crate::ws;
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Run a node until SIGTERM or SIGINT, then drain and stop. Must run inside an actix `System`.
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+/// `join`: the peer address of a cluster member to join through (`roost serve --join`).
+pub async fn run(config: NodeConfig, join: Option<String>) -> anyhow::Result<()> {
     telemetry::init_tracing(&config.log);
     let problems = config.validate();
     if !problems.is_empty() {
         anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "));
+    }
+    if join.is_some() && !config.cluster.enabled {
+        anyhow::bail!("`--join` needs a cluster node: set cluster.enabled = true (and the rest of [cluster])");
     }
     for warning in config.warnings() {
         tracing::warn!(%warning, "Configuration warning.");
@@ -76,28 +87,65 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let store = open_store(&config).await?;
     let presence = open_presence(&config).await?;
-    let state = build_state(config.clone(), store, presence, Topology::standalone());
-    let mut listeners = Listeners::bind(&state, &metrics)?;
-    state.lifecycle.set_ready();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        public = %listeners.public_addrs,
-        internal = %listeners.internal_addrs,
-        tls = listeners.tls,
-        "Roost is listening."
-    );
-
-    let outcome = listeners.serve(&mut signals).await;
-    let forced = drain(&state, &mut signals).await;
-    listeners.stop(!forced).await;
+    // The cluster node starts before the engine, which runs on its placement and routing. Starting
+    // blocks this thread briefly (opening the Raft log, binding the peer listener); nothing is
+    // served yet.
+    let node = match config.cluster.enabled {
+        true => Some(cluster::start(&config)?),
+        false => None,
+    };
+    let topology = node.as_ref().map_or_else(Topology::standalone, cluster::topology);
+    let mut state = build_state(config.clone(), store, presence, topology);
+    if let Some(node) = &node {
+        node.attach_engine(state.engine.clone());
+        state.cluster = Some(node.clone());
+    }
+    let served = serve(&state, &metrics, &mut signals, join.as_deref()).await;
+    if let Some(node) = &node {
+        node.shutdown().await;
+    }
     let flushed = state.engine.store().flush().await;
     if let Err(error) = &flushed {
         tracing::error!(%error, "Flushing the store failed; recent writes may be lost.");
     }
     tracing::info!("Roost stopped.");
-    outcome?;
+    served?;
     flushed.context("flushing the store on shutdown")?;
     Ok(())
+}
+
+/// Join the cluster if asked, bind the listeners, serve until a signal, then drain: clients are
+/// told to reconnect elsewhere and the listeners stop (the caller then stops the cluster node,
+/// after the HTTP drain, and flushes the store).
+async fn serve(
+    state: &AppState,
+    metrics: &PrometheusHandle,
+    signals: &mut Signals,
+    join: Option<&str>,
+) -> anyhow::Result<()> {
+    if let (Some(node), Some(seed)) = (&state.cluster, join) {
+        tokio::select! {
+            joined = cluster::join(node, seed) => joined?,
+            signal = signals.recv() => anyhow::bail!("{signal} while joining the cluster"),
+        }
+    }
+    let mut listeners = Listeners::bind(state, metrics)?;
+    state.lifecycle.set_ready();
+    if let Some(node) = &state.cluster {
+        cluster::spawn_leave_watch(state.clone(), node.clone());
+    }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        public = %listeners.public_addrs,
+        internal = %listeners.internal_addrs,
+        tls = listeners.tls,
+        cluster_node = state.cluster.as_ref().map(|n| n.node_id().0),
+        "Roost is listening."
+    );
+    let outcome = listeners.serve(signals).await;
+    let forced = drain(state, signals).await;
+    listeners.stop(!forced).await;
+    outcome
 }
 
 /// Open the configured storage backend. For `scylla`, this connects to the cluster and applies
@@ -189,6 +237,7 @@ pub fn build_state(
         auth: Arc::new(auth),
         config,
         lifecycle: Arc::new(Lifecycle::default()),
+        cluster: None,
     }
 }
 
@@ -356,7 +405,10 @@ impl Listeners {
                 let internal = HttpServer::new(move || {
                     let (state, metrics) = (state.clone(), metrics.clone());
                     app!(move |cfg: &mut web::ServiceConfig| {
-                        cfg.app_data(state).app_data(metrics).configure(health::configure);
+                        cfg.app_data(state)
+                            .app_data(metrics)
+                            .configure(health::configure)
+                            .configure(http::cluster::configure_internal);
                     })
                 })
                 .workers(1)

@@ -233,3 +233,131 @@ fn frame_limit_follows_the_body_limit() {
         "{warnings:#?}"
     );
 }
+
+/// A cluster node's configuration that passes validation: the shared backends, the internal
+/// listener, and readable (here: empty) certificate files.
+fn cluster_config(dir: &Path) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    config.storage.backend = roost_api::config::StorageBackend::Scylla;
+    config.presence.backend = roost_engine::presence::PresenceBackend::Redis;
+    config.server.internal_listen = Some(SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let c = &mut config.cluster;
+    c.enabled = true;
+    c.node_id = Some(1);
+    for (name, slot) in [
+        ("ca.pem", &mut c.ca_cert),
+        ("node-1.pem", &mut c.node_cert),
+        ("node-1.key", &mut c.node_key),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, "").expect("write");
+        *slot = Some(path);
+    }
+    config
+}
+
+#[test]
+fn a_complete_cluster_config_is_valid() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = cluster_config(dir.path());
+    assert_eq!(config.validate(), Vec::<String>::new());
+    assert_eq!(config.cluster.advertised_peer().as_deref(), Some("127.0.0.1:7070"));
+    assert_eq!(
+        config.cluster.advertised_client(config.server.listen).as_deref(),
+        Some("127.0.0.1:8080")
+    );
+    // Disabled, nothing of it is checked (the defaults are a single node).
+    assert!(!NodeConfig::default().cluster.enabled);
+}
+
+#[test]
+fn bad_cluster_configs_are_rejected_with_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = cluster_config(dir.path());
+    config.cluster.node_id = Some(0);
+    config.cluster.cluster_id = " ".into();
+    config.cluster.node_key = None;
+    config.cluster.ca_cert = Some("/nonexistent/ca.pem".into());
+    config.storage.backend = roost_api::config::StorageBackend::Embedded;
+    config.presence.backend = roost_engine::presence::PresenceBackend::Local;
+    config.server.internal_listen = None;
+    config.cluster.control.renew_ms = 1_000;
+    let problems = config.validate();
+    for needle in [
+        "cluster.node_id must be set",
+        "cluster.cluster_id",
+        "cluster.node_key must be set",
+        "cluster.ca_cert: cannot read /nonexistent/ca.pem",
+        "storage.backend = \"scylla\"",
+        "presence.backend = \"redis\"",
+        "server.internal_listen",
+        "cluster.control.renew_ms must be at most a third of cluster.control.lease_ms",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem mentions {needle}: {problems:#?}"
+        );
+    }
+    assert!(problems.iter().all(|p| !p.contains("advertise")), "{problems:#?}");
+}
+
+#[test]
+fn cluster_addresses_must_be_dialable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = cluster_config(dir.path());
+    config.cluster.peer_listen = SocketAddr::from(([0, 0, 0, 0], 7070));
+    config.server.listen = SocketAddr::from(([0, 0, 0, 0], 8080));
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("cluster.advertise_peer must be set")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("cluster.advertise_client must be set")),
+        "{problems:#?}"
+    );
+    config.cluster.advertise_peer = Some("10.0.0.1:7070".into());
+    config.cluster.advertise_client = Some("chat.example.com".into());
+    let problems = config.validate();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(problems[0].contains("cluster.advertise_client `chat.example.com` is not host:port"));
+    config.cluster.advertise_client = Some("chat.example.com:443".into());
+    assert_eq!(config.validate(), Vec::<String>::new());
+
+    config.cluster.peer_listen = SocketAddr::from(([127, 0, 0, 1], 9090));
+    let problems = config.validate();
+    assert!(
+        problems.iter().any(|p| p.contains("cluster.peer_listen")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn cluster_control_settings_load_from_a_sub_table_and_the_environment() {
+    let (_file, result) = load_file("[cluster]\nnode_id = 3\n\n[cluster.control]\nlease_ms = 3000\n");
+    let config = result.expect("loads");
+    assert_eq!(
+        (config.cluster.node_id, config.cluster.control.lease_ms),
+        (Some(3), 3000)
+    );
+
+    let vars = [
+        ("ROOST__CLUSTER__CONTROL__FAILURE_TIMEOUT_MS", "5000"),
+        ("ROOST__CLUSTER__ADVERTISE_PEER", "node2.internal:7070"),
+        ("ROOST__CLUSTER__NODE_ID", "2"),
+    ];
+    let config = NodeConfig::load(None, env(&vars), &[]).expect("loads");
+    assert_eq!(config.cluster.control.failure_timeout_ms, 5000);
+    assert_eq!(config.cluster.advertise_peer.as_deref(), Some("node2.internal:7070"));
+    assert_eq!(config.cluster.node_id, Some(2));
+
+    let (file, result) = load_file("[cluster.control]\nlease = 1\n");
+    let err = result.expect_err("unknown key");
+    assert_eq!(err.key(), Some("cluster.control.lease"), "{err}");
+    assert_eq!(err.origin(), Some(&Origin::File(file.path().to_owned())));
+    assert!(err.to_string().contains("`lease_ms`"), "lists what is expected: {err}");
+}

@@ -17,7 +17,11 @@
 //! - [`rebalance`]: the pure planner: balanced, minimal and deterministic moves.
 //! - [`raft`]: the openraft 0.9 type configuration, the commands, the state machine (a pure
 //!   `apply` plus the openraft adapter with snapshots) and the redb-backed log storage.
-//! - [`placement`]: `RaftPlacement`, the engine's `Placement` answered from the published map.
+//! - [`placement`]: `RaftPlacement`, the engine's `Placement` answered from the published map
+//!   and, on a running node, the node's lease.
+//! - [`node`]: `ClusterNode`, a running member on its own tokio runtime: Raft over the peer
+//!   transport, the control RPCs (join, lease renewal, release, leave), the node's lease and the
+//!   leader loop (failure detection, voters, rebalancing with graceful handover, removal).
 //! - [`config`]: the cluster settings in the node configuration (`ClusterConfig`).
 //!
 //! **The control plane** is the Raft state: members, the shard map and cluster-wide settings. It
@@ -31,19 +35,21 @@
 //! fencing token; the lease and handover protocol that use it, with their assumptions, are
 //! written out in `cluster/FENCING.md`.
 //!
-//! Not here yet (issue 4): the node-to-node transport (Raft RPCs and actor traffic over mTLS),
-//! routing remote conversations, the leader's rebalancing loop, leases and draining, operator
-//! commands, and multi-node tests.
+//! Not here yet (issue 4): the operator commands and multi-process tests.
 //!
 //! Architecture invariant: this is the only crate that depends on openraft. It uses the engine
 //! only for ids and the `Placement` seam.
 
+pub mod certs;
 pub mod config;
 pub mod member;
+pub mod node;
 pub mod placement;
 pub mod raft;
 pub mod rebalance;
+pub mod routing;
 pub mod shard;
+pub mod transport;
 
 pub use config::ClusterConfig;
 pub use member::MemberState;

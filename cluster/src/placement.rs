@@ -11,9 +11,12 @@
 //! Unassigned conversations: before the shard map exists, or while a shard has no owner, there is
 //! no node to answer: `Owner::Unassigned`, which routing treats as "retry later".
 //!
-//! Fencing caveat: `Owner::Local` means "the map applied on this node names this node". That is
-//! necessary, not sufficient, for assigning seqs; the lease described in `cluster/FENCING.md`
-//! closes the gap while ownership changes.
+//! Leases: `Owner::Local` from the applied map alone ("the map applied on this node names this
+//! node") is necessary, not sufficient, for assigning seqs. A placement built with
+//! [`RaftPlacement::with_lease`] (what a cluster node uses) answers `Local` only if, in addition,
+//! the node's lease covers the shard at the map's epoch and the shard is not being handed over
+//! (`cluster/FENCING.md`); a shard the map gives this node but the lease does not cover answers
+//! `Unassigned` (retry shortly). [`RaftPlacement::new`] (no lease) is for tests and tools.
 
 use std::sync::Arc;
 
@@ -23,6 +26,7 @@ use roost_engine::placement::Owner;
 use roost_engine::placement::Placement;
 use tokio::sync::watch;
 
+use crate::node::lease::NodeLease;
 use crate::shard::ShardMap;
 
 /// Placement from the latest applied shard map, for the node `node_id`.
@@ -30,12 +34,27 @@ use crate::shard::ShardMap;
 pub struct RaftPlacement {
     node_id: NodeId,
     shard_map: watch::Receiver<Arc<ShardMap>>,
+    lease: Option<Arc<NodeLease>>,
 }
 
 impl RaftPlacement {
-    /// `shard_map` comes from `StateMachineStore::subscribe`.
+    /// `shard_map` comes from `StateMachineStore::subscribe`. No lease check: `Local` whenever the
+    /// map names this node.
     pub fn new(node_id: NodeId, shard_map: watch::Receiver<Arc<ShardMap>>) -> Self {
-        Self { node_id, shard_map }
+        Self {
+            node_id,
+            shard_map,
+            lease: None,
+        }
+    }
+
+    /// A placement that answers `Local` only for shards `lease` covers at the map's epoch.
+    pub fn with_lease(node_id: NodeId, shard_map: watch::Receiver<Arc<ShardMap>>, lease: Arc<NodeLease>) -> Self {
+        Self {
+            node_id,
+            shard_map,
+            lease: Some(lease),
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -50,8 +69,18 @@ impl RaftPlacement {
 
 impl Placement for RaftPlacement {
     fn owner(&self, conversation: ConversationId) -> Owner {
-        match self.shard_map.borrow().owner_of(conversation) {
-            Some(owner) if owner == self.node_id => Owner::Local,
+        let map = self.shard_map.borrow();
+        let Some(shard) = map.shard_of(conversation) else {
+            return Owner::Unassigned;
+        };
+        let Some(assignment) = map.get(shard) else {
+            return Owner::Unassigned;
+        };
+        match assignment.owner {
+            Some(owner) if owner == self.node_id => match &self.lease {
+                Some(lease) if !lease.covers(shard, assignment.epoch) => Owner::Unassigned,
+                _ => Owner::Local,
+            },
             Some(owner) => Owner::Remote(owner),
             None => Owner::Unassigned,
         }

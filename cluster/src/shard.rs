@@ -83,7 +83,8 @@ pub struct ShardAssignment {
 /// The owner and epoch of every shard. Indexed by [`ShardId`].
 ///
 /// The field is private so that the only way to change an owner, [`ShardMap::set_owner`], also
-/// bumps the epoch. The empty map (`ShardMap::default()`, no shards) is the state of a cluster
+/// bumps the epoch ([`ShardMap::bump_epoch`] bumps it alone). The empty map (`ShardMap::default()`,
+/// no shards) is the state of a cluster
 /// whose shard map has not been created yet; it places nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMap {
@@ -158,6 +159,15 @@ impl ShardMap {
             assignment.owner = owner;
             assignment.epoch += 1;
         }
+        Some(assignment.epoch)
+    }
+
+    /// Bumps `shard`'s epoch without changing its owner (a reclaim after an abandoned handover),
+    /// and returns the new epoch. With `set_owner`, the only mutator. `None` for a shard outside
+    /// the map.
+    pub fn bump_epoch(&mut self, shard: ShardId) -> Option<u64> {
+        let assignment = self.shards.get_mut(shard.0 as usize)?;
+        assignment.epoch += 1;
         Some(assignment.epoch)
     }
 }

@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use roost_engine::ids::ConversationId;
 use serde_json::json;
 
+use crate::cluster;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,13 +34,19 @@ async fn get_healthz() -> HttpResponse {
 ///
 /// Readiness: 200 `{"status":"ready","storage":"ok","presence":"ok"|"degraded"}` when serving;
 /// 503 with `"status":"starting"` before the listeners are up, `"draining"` once shutdown has
-/// begun, or `"storage_unavailable"` when a probe read of the store fails (within 2 s). Presence
-/// is advisory: a degraded directory (Redis down) is reported but keeps the node ready.
+/// begun, `"left"` once the node has left its cluster, or `"storage_unavailable"` when a probe
+/// read of the store fails (within 2 s). Presence is advisory: a degraded directory (Redis down)
+/// is reported but keeps the node ready. A cluster node also reports `"cluster"`
+/// ([`ClusterReadiness`](cluster::ClusterReadiness): `ok`, `not_member`, `leaving`, `left`,
+/// `no_leader`, `unavailable`) and is ready only when it is `ok` (a member, with a known leader);
+/// else 503 `"cluster_unavailable"`.
 async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
     let lifecycle = &state.lifecycle;
     if !lifecycle.is_ready() {
         let status = if lifecycle.is_draining() {
             "draining"
+        } else if lifecycle.has_left() {
+            "left"
         } else {
             "starting"
         };
@@ -50,25 +57,37 @@ async fn get_readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "degraded"
     };
+    let cluster = match &state.cluster {
+        Some(node) => Some(cluster::readiness(&state, node).await),
+        None => None,
+    };
     let probe = state.engine.store().last_seq(ConversationId(0));
-    match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, probe).await {
-        Ok(Ok(_)) => HttpResponse::Ok().json(json!({ "status": "ready", "storage": "ok", "presence": presence })),
+    let storage = match tokio::time::timeout(STORAGE_PROBE_TIMEOUT, probe).await {
+        Ok(Ok(_)) => "ok",
         Ok(Err(error)) => {
             tracing::warn!(%error, "Readiness probe: the store is unavailable.");
-            storage_unavailable(presence)
+            "unavailable"
         }
-        Err(_) => storage_unavailable(presence),
+        Err(_) => "unavailable",
+    };
+    let status = match (storage, cluster) {
+        ("ok", None) => "ready",
+        ("ok", Some(c)) if c.is_ready() => "ready",
+        ("ok", Some(_)) => "cluster_unavailable",
+        _ => "storage_unavailable",
+    };
+    let mut body = json!({ "status": status, "storage": storage, "presence": presence });
+    if let Some(cluster) = cluster {
+        body["cluster"] = json!(cluster);
+    }
+    match status {
+        "ready" => HttpResponse::Ok().json(body),
+        _ => HttpResponse::ServiceUnavailable().json(body),
     }
 }
 
 /// How long readiness waits for the store to answer a probe read.
 const STORAGE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn storage_unavailable(presence: &str) -> HttpResponse {
-    HttpResponse::ServiceUnavailable().json(json!({
-        "status": "storage_unavailable", "storage": "unavailable", "presence": presence
-    }))
-}
 
 /// # `GET /metrics`
 ///

@@ -8,9 +8,13 @@
 //! Routes are registered as individual resources with full paths, not as a `/v1` scope, so other
 //! modules (WebSocket, health) can add their own `/v1/...` routes without one scope shadowing
 //! another. Literal segments (`/groups`, `/direct`) are registered before `{id}` patterns.
+//!
+//! The internal listener serves [`health`] and the cluster admin routes of [`cluster`], never
+//! these public ones.
 
 pub mod accounts;
 pub mod admin;
+pub mod cluster;
 pub mod conversations;
 pub mod extract;
 pub mod health;

@@ -5,8 +5,9 @@
 //! [`Deliver`] from the hub and writes frames. Its mailbox is bounded (`limits.outbound_queue`):
 //! when a slow client lets it fill, the hub sends [`Disconnect`] and the client resyncs.
 //!
-//! Close codes: 1001 shutting down, 1007 invalid UTF-8, 1009 frame too large, 1003 fragmented
-//! frames, 4401 session revoked, 4403 account disabled, 4408 idle timeout, 4409 resync needed.
+//! Close codes: 1001 shutting down (or the node has left its cluster), 1007 invalid UTF-8, 1009
+//! frame too large, 1003 fragmented frames, 4401 session revoked, 4403 account disabled, 4408 idle
+//! timeout, 4409 resync needed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -537,6 +538,10 @@ impl Handler<Disconnect> for WsSession {
             DisconnectReason::Revoked => (CloseCode::Other(4401), "session revoked"),
             DisconnectReason::UserDisabled => (CloseCode::Other(4403), "account disabled"),
             DisconnectReason::SlowConsumer => (CloseCode::Other(4409), "resync"),
+            // The same close for a node that has left its cluster; only the reason differs.
+            DisconnectReason::ShuttingDown if self.state.lifecycle.has_left() => {
+                (CloseCode::Away, "node leaving; reconnect")
+            }
             DisconnectReason::ShuttingDown => (CloseCode::Away, "server shutting down, reconnect"),
         };
         // The hub already forgot this connection.

@@ -44,6 +44,12 @@ async fn open_socket(
             "node is shutting down; connect to another node",
         ));
     }
+    if state.lifecycle.has_left() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "node has left the cluster; connect to another node",
+        ));
+    }
     let query = web::Query::<SocketQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))?
         .into_inner();

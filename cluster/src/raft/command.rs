@@ -43,6 +43,11 @@ pub enum ControlCommand {
     ApplyMoves { moves: Vec<FencedMove> },
     /// Sets a cluster-wide setting.
     SetSetting { key: String, value: String },
+    /// Gives a shard back to the owner that released it for a move that never committed: bumps
+    /// the shard's epoch, owner unchanged, if it is still at `expected_epoch`. The owner may then
+    /// serve it again (its lease covers the new epoch), and any late copy of the abandoned move is
+    /// fenced (its expected epoch is now stale). Answers `MovesApplied` with one outcome.
+    Reclaim { shard: ShardId, expected_epoch: u64 },
 }
 
 /// A planned [`Move`] with the epoch of its shard when it was planned.

@@ -48,6 +48,7 @@ use super::RaftNodeId;
 use super::TypeConfig;
 use crate::member::MemberState;
 use crate::member::MemberStatus;
+use crate::shard::ShardId;
 use crate::shard::ShardMap;
 
 /// A member of the cluster: where to reach it and where it is in its life.
@@ -150,6 +151,26 @@ pub fn apply(state: &mut ControlState, command: ControlCommand) -> ControlRespon
             let previous = state.settings.insert(key, value);
             ControlResponse::SettingSet { previous }
         }
+        ControlCommand::Reclaim { shard, expected_epoch } => ControlResponse::MovesApplied {
+            outcomes: vec![reclaim(state, shard, expected_epoch)],
+        },
+    }
+}
+
+fn reclaim(state: &mut ControlState, shard: ShardId, expected_epoch: u64) -> MoveOutcome {
+    let Some(current) = state.shards.get(shard).copied() else {
+        return MoveOutcome::UnknownShard { shard };
+    };
+    if current.epoch != expected_epoch {
+        return MoveOutcome::StaleEpoch {
+            shard,
+            expected: expected_epoch,
+            actual: current.epoch,
+        };
+    }
+    match state.shards.bump_epoch(shard) {
+        Some(epoch) => MoveOutcome::Applied { shard, epoch },
+        None => MoveOutcome::UnknownShard { shard },
     }
 }
 
@@ -205,6 +226,7 @@ pub struct StateMachineStore {
     db: Arc<Database>,
     applied: Applied,
     shard_map_tx: watch::Sender<Arc<ShardMap>>,
+    state_tx: watch::Sender<Arc<ControlState>>,
 }
 
 impl StateMachineStore {
@@ -219,10 +241,12 @@ impl StateMachineStore {
             };
         }
         let (shard_map_tx, _) = watch::channel(Arc::new(applied.control.shards.clone()));
+        let (state_tx, _) = watch::channel(Arc::new(applied.control.clone()));
         Ok(Self {
             db,
             applied,
             shard_map_tx,
+            state_tx,
         })
     }
 
@@ -230,6 +254,12 @@ impl StateMachineStore {
     /// the state machine to `Raft::new`.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ShardMap>> {
         self.shard_map_tx.subscribe()
+    }
+
+    /// A receiver of the whole control state (members, map, settings), updated after every
+    /// applied change. The leader's planner and `status` read it.
+    pub fn subscribe_state(&self) -> watch::Receiver<Arc<ControlState>> {
+        self.state_tx.subscribe()
     }
 
     /// The state applied so far.
@@ -243,6 +273,14 @@ impl StateMachineStore {
             let changed = **published != *shards;
             if changed {
                 *published = Arc::new(shards.clone());
+            }
+            changed
+        });
+        let control = &self.applied.control;
+        self.state_tx.send_if_modified(|published| {
+            let changed = **published != *control;
+            if changed {
+                *published = Arc::new(control.clone());
             }
             changed
         });
