@@ -85,4 +85,16 @@ impl Placement for RaftPlacement {
             None => Owner::Unassigned,
         }
     }
+
+    fn may_confirm(&self, conversation: ConversationId) -> bool {
+        let map = self.shard_map.borrow();
+        let Some((shard, assignment)) = map.shard_of(conversation).and_then(|s| map.get(s).map(|a| (s, a))) else {
+            return false;
+        };
+        assignment.owner == Some(self.node_id)
+            && self
+                .lease
+                .as_ref()
+                .is_none_or(|lease| lease.may_confirm(shard, assignment.epoch))
+    }
 }

@@ -379,6 +379,10 @@ fn a_lease_covers_its_pairs_until_send_time_plus_duration() {
     assert!(!lease.covers(s1, 4), "an older grant arriving late is ignored");
     clock.set(2_000);
     assert!(!lease.covers(s0, 1));
+    assert!(
+        !lease.may_confirm(s0, 1),
+        "an expired lease confirms nothing, not even appends in flight"
+    );
 }
 
 #[test]
@@ -397,10 +401,15 @@ fn a_released_shard_is_not_covered_and_is_reported_until_the_map_moves_on() {
             drained: false
         }]
     );
+    assert!(
+        lease.may_confirm(s0, 1),
+        "appends in flight are still confirmed while the release drains"
+    );
     lease.renewed(Duration::from_millis(100), &[(s0, 1)]);
     assert!(!lease.covers(s0, 1), "a grant cannot bring back a released pair");
     lease.finish_release(&[(s0, 1)]);
     assert!(lease.released()[0].drained);
+    assert!(!lease.may_confirm(s0, 1), "drained: nothing left to confirm");
 
     let mut map = ShardMap::new(2).expect("map");
     map.set_owner(s0, Some(NodeId(1)));

@@ -18,7 +18,16 @@ pub enum Owner {
 }
 
 pub trait Placement: Send + Sync + 'static {
+    /// Who sequences `conversation` now. `Local` is the permission to assign a new seq.
     fn owner(&self, conversation: ConversationId) -> Owner;
+
+    /// Whether this node may still acknowledge an append it assigned earlier. Wider than
+    /// `owner() == Local`: while a conversation is being handed over gracefully, new commands
+    /// are refused but appends in flight are still confirmed (nobody else owns it until they
+    /// are); once this node's lease has lapsed, nothing is.
+    fn may_confirm(&self, conversation: ConversationId) -> bool {
+        self.owner(conversation) == Owner::Local
+    }
 }
 
 /// Every conversation is owned by this node.

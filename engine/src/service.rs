@@ -140,6 +140,7 @@ impl Engine {
             encoder,
             config: config.clone(),
             remote: remote.clone(),
+            placement: placement.clone(),
         });
         let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
         let mut arbiters = workers.clone();

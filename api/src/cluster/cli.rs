@@ -280,6 +280,7 @@ mod tests {
             client_addr: format!("127.0.0.1:808{id}"),
             status,
             shards,
+            shard_ids: Vec::new(),
             voter: id < 3,
             reachable: id != 2,
         };

@@ -229,6 +229,7 @@ mod tests {
                     client_addr: format!("127.0.0.1:80{id:02}"),
                     status,
                     shards,
+                    shard_ids: Vec::new(),
                     voter: true,
                     reachable: true,
                 })

@@ -1,7 +1,7 @@
 //! The leader loop: failure detection, voter upkeep, rebalancing with graceful handover, and
 //! removing members that have left. Runs on every node; acts only while the node leads.
 //!
-//! Every `rebalance_interval_ms`, the leader of term `T`:
+//! Every `rebalance_interval_ms` (failure detection every `renew_ms`), the leader of term `T`:
 //! 1. declares dead (`MarkDead`) every active or leaving member it has not granted a lease for
 //!    `failure_timeout_ms`, counting from its last grant or, if later, from when this node took
 //!    office in `T` ([`LeaderLeases`]; `cluster/FENCING.md` pieces 5 and 6);
@@ -108,8 +108,13 @@ impl LeaderLeases {
     }
 
     /// The members of `candidates` whose leases have expired; they are condemned (no more grants).
+    /// A member seen here for the first time (it just joined) counts from now: it may not have
+    /// renewed yet, and waiting only delays a failover, never makes one unsafe.
     fn condemn_overdue(&self, term: u64, now: Duration, candidates: &[NodeId], timeout: Duration) -> Vec<NodeId> {
         let mut grants = self.lock(term, now);
+        for &node in candidates {
+            grants.granted.entry(node).or_insert(now);
+        }
         let overdue: Vec<NodeId> = candidates
             .iter()
             .copied()
@@ -144,13 +149,19 @@ impl LeaderLeases {
     pub(crate) fn absolve(&self, node: NodeId) {
         let mut grants = self.grants.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         grants.condemned.remove(&node);
+        // Its last grant predates its death; counting from it would condemn it again at once.
+        grants.granted.remove(&node);
     }
 }
 
-/// Runs until `stop` turns true.
+/// Runs until `stop` turns true. Failure detection runs every renewal interval (so a failed
+/// owner is declared dead soon after its failure timeout, not up to a rebalance interval later);
+/// the rest of the round every rebalance interval, and at once after a member was declared dead.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(shared.settings.rebalance_interval());
+    let rebalance_every = shared.settings.rebalance_interval();
+    let mut tick = tokio::time::interval(rebalance_every.min(shared.settings.renew_interval()));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_round = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -162,6 +173,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let Some(term) = shared.leading_term() else {
             continue;
         };
+        let declared_dead = match detect_failures(&shared, term).await {
+            Ok(count) => count,
+            Err(error) => {
+                tracing::debug!(%error, "failure detection did not finish");
+                continue;
+            }
+        };
+        if declared_dead == 0 && last_round.elapsed() < rebalance_every {
+            continue;
+        }
+        last_round = tokio::time::Instant::now();
         if let Err(error) = round(&shared, term).await {
             tracing::debug!(%error, "leader round did not finish");
         }
@@ -169,7 +191,6 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 async fn round(shared: &Arc<Shared>, term: u64) -> Result<(), ClusterError> {
-    detect_failures(shared, term).await?;
     keep_voters(shared).await?;
     rebalance(shared, term).await?;
     remove_departed(shared).await
@@ -179,7 +200,8 @@ fn current_state(shared: &Shared) -> Arc<ControlState> {
     Arc::clone(&shared.state.borrow())
 }
 
-async fn detect_failures(shared: &Arc<Shared>, term: u64) -> Result<(), ClusterError> {
+/// Declares dead the members whose leases have certainly expired; answers how many.
+async fn detect_failures(shared: &Arc<Shared>, term: u64) -> Result<usize, ClusterError> {
     let state = current_state(shared);
     let candidates: Vec<NodeId> = state
         .members
@@ -189,14 +211,15 @@ async fn detect_failures(shared: &Arc<Shared>, term: u64) -> Result<(), ClusterE
         .collect();
     let now = shared.lease.now();
     let timeout = shared.settings.failure_timeout();
-    for id in shared.leader.condemn_overdue(term, now, &candidates, timeout) {
+    let overdue = shared.leader.condemn_overdue(term, now, &candidates, timeout);
+    for &id in &overdue {
         tracing::warn!(
             node = id.0,
             "no lease renewal within the failure timeout: marking the node dead"
         );
         shared.propose_checked(ControlCommand::MarkDead { id }).await?;
     }
-    Ok(())
+    Ok(overdue.len())
 }
 
 /// Keeps up to three voters: live voters stay, active learners fill free places in id order.

@@ -125,6 +125,16 @@ impl NodeLease {
             && !state.released.contains_key(&(shard, epoch))
     }
 
+    /// Whether this node may still confirm appends of `shard` it assigned at `epoch`: the grant
+    /// is current and covers the pair, or the pair is being handed over (its drain waits for
+    /// exactly these confirmations, and the leader moves it only after the drain).
+    pub fn may_confirm(&self, shard: ShardId, epoch: u64) -> bool {
+        let now = self.clock.now();
+        let state = self.read();
+        state.until.is_some_and(|until| now < until)
+            && (state.covered.get(&shard) == Some(&epoch) || state.released.get(&(shard, epoch)) == Some(&false))
+    }
+
     /// When the current grant ends, if there is one.
     pub fn expires_at(&self) -> Option<Duration> {
         self.read().until

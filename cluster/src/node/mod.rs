@@ -182,6 +182,8 @@ pub struct MemberInfo {
     pub status: MemberStatus,
     /// Shards it owns in the applied map.
     pub shards: u32,
+    /// Which ones (`roost_cluster::shard_of` maps a conversation to its shard).
+    pub shard_ids: Vec<u32>,
     /// Whether it votes in Raft (the others are learners).
     pub voter: bool,
     /// This node itself, or a peer it has a live connection to.
@@ -371,6 +373,8 @@ impl Shared {
             Arc::clone(&lease),
         ));
         let (stop, _) = watch::channel(false);
+        let routing = Routing::new(transport.clone());
+        routing.watch_owners(shard_map.clone());
         let shared = Arc::new(Shared {
             id: opts.node_id,
             me: Node {
@@ -379,7 +383,7 @@ impl Shared {
             },
             settings: opts.settings,
             raft,
-            routing: Routing::new(transport.clone()),
+            routing,
             transport,
             state,
             shard_map,
@@ -453,6 +457,7 @@ impl Shared {
                 client_addr: member.node.client_addr.clone(),
                 status: member.status,
                 shards: load.get(&id).copied().unwrap_or(0),
+                shard_ids: state.shards.owned_by(id).into_iter().map(|shard| shard.0).collect(),
                 voter: voters.contains(&id.0),
                 reachable: id == self.id || connected.contains(&id),
             })

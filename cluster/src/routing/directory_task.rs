@@ -8,6 +8,13 @@
 //! peer's view wrong until the next snapshot, and its length is bounded by connection churn,
 //! which the batching below turns into at most one message per peer per 10 ms.
 //!
+//! Announcements are requests: a peer answers once its directory has applied them. When every
+//! peer has answered, the sessions of the users announced as connected re-read their live
+//! conversations from the store (after a snapshot: every local session). This closes the window
+//! in which an owner released an event before it knew the user was here: such an event was
+//! durable before it was released, so the re-read, which starts after the owner's directory
+//! names this node, finds it.
+//!
 //! Local changes are batched: flushed as one `USERS` delta to every connected peer after
 //! [`FLUSH_INTERVAL`] or at [`FLUSH_AT`] entries, with the last change of a user winning. A peer
 //! whose delta could not be queued (backpressure) is marked stale and gets a full snapshot
@@ -21,11 +28,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::join_all;
+use roost_engine::delivery::Outbound;
 use roost_engine::ids::NodeId;
 use roost_engine::ids::UserId;
 use roost_engine::Engine;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::directory::Directory;
@@ -44,6 +54,8 @@ pub const RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Users per snapshot message: the first chunk is a `USERS_SNAPSHOT`, the rest `USERS` deltas,
 /// which keeps every frame far below the transport's 16 MiB limit.
 pub const SNAPSHOT_CHUNK: usize = 65_536;
+/// How long an announcement waits for the peers' answers before the sessions resync anyway.
+pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the directory task is told.
 #[derive(Debug)]
@@ -53,18 +65,22 @@ pub enum DirectoryEvent {
         user: UserId,
         connected: bool,
     },
-    /// A peer's delta.
+    /// A peer's delta; `applied` is answered once the directory has it.
     Delta {
         node: NodeId,
         delta: UsersDelta,
+        applied: Option<oneshot::Sender<()>>,
     },
-    /// A peer's full list.
+    /// A peer's full list; `applied` is answered once the directory has it.
     Snapshot {
         node: NodeId,
         users: Vec<UserId>,
+        applied: Option<oneshot::Sender<()>>,
     },
     PeerUp(NodeId),
     PeerDown(NodeId),
+    /// An announcement to `node` was not delivered: it is owed a snapshot.
+    Missed(NodeId),
 }
 
 /// This node's connected users and the changes not yet announced.
@@ -137,6 +153,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let task = DirectoryTask {
         rx,
+        me: tx.downgrade(),
         transport,
         engine,
         directory,
@@ -149,6 +166,8 @@ pub fn spawn(
 
 struct DirectoryTask {
     rx: mpsc::UnboundedReceiver<DirectoryEvent>,
+    /// For the announcement waiters to report misses (weak: the task ends with its last sender).
+    me: mpsc::WeakUnboundedSender<DirectoryEvent>,
     transport: Transport,
     engine: Arc<OnceLock<Engine>>,
     directory: Directory,
@@ -190,9 +209,22 @@ impl DirectoryTask {
     fn handle(&mut self, event: DirectoryEvent) {
         match event {
             DirectoryEvent::Local { user, connected } => self.local.set(user, connected),
-            DirectoryEvent::Delta { node, delta } => self.directory.apply_delta(node, &delta),
-            DirectoryEvent::Snapshot { node, users } => self.directory.replace(node, &users),
+            DirectoryEvent::Delta { node, delta, applied } => {
+                self.directory.apply_delta(node, &delta);
+                if let Some(applied) = applied {
+                    let _ = applied.send(());
+                }
+            }
+            DirectoryEvent::Snapshot { node, users, applied } => {
+                self.directory.replace(node, &users);
+                if let Some(applied) = applied {
+                    let _ = applied.send(());
+                }
+            }
             DirectoryEvent::PeerUp(node) => self.send_snapshot(node),
+            DirectoryEvent::Missed(node) => {
+                self.stale.insert(node);
+            }
             DirectoryEvent::PeerDown(node) => {
                 self.stale.remove(&node);
                 let forgotten = self.directory.users_on(node);
@@ -219,12 +251,11 @@ impl DirectoryTask {
                         .copied()
                         .filter(|node| !self.stale.contains(node))
                         .collect();
-                    for node in fresh {
-                        if let Err(error) = self.transport.send(node, wire::USERS, body.clone()) {
-                            tracing::debug!(peer = %node, %error, "Directory delta not queued; the peer gets a snapshot.");
-                            self.stale.insert(node);
-                        }
-                    }
+                    let answers: Vec<_> = fresh
+                        .into_iter()
+                        .map(|node| (node, self.transport.request(node, wire::USERS, body.clone())))
+                        .collect();
+                    self.after_answers(answers, Resync::Users(delta.connected));
                 }
                 Err(error) => tracing::error!(%error, "Cannot encode a directory delta."),
             }
@@ -236,15 +267,53 @@ impl DirectoryTask {
     }
 
     fn send_snapshot(&mut self, node: NodeId) {
-        for (kind, body) in self.local.snapshot_messages() {
-            if let Err(error) = self.transport.send(node, kind, body) {
-                tracing::debug!(peer = %node, %error, "Directory snapshot not queued; retrying.");
-                self.stale.insert(node);
-                return;
-            }
-        }
+        let answers: Vec<_> = self
+            .local
+            .snapshot_messages()
+            .into_iter()
+            .map(|(kind, body)| (node, self.transport.request(node, kind, body)))
+            .collect();
         self.stale.remove(&node);
+        self.after_answers(answers, Resync::Everyone);
     }
+
+    /// Waits (off this task) for the peers' answers; a peer that did not take the announcement
+    /// is owed a snapshot; then the sessions concerned re-read from the store.
+    fn after_answers<F>(&self, answers: Vec<(NodeId, F)>, resync: Resync)
+    where
+        F: std::future::Future<Output = Result<Bytes, crate::transport::TransportError>> + Send + 'static,
+    {
+        let me = self.me.clone();
+        let engine = Arc::clone(&self.engine);
+        tokio::spawn(async move {
+            let waits = answers.into_iter().map(|(node, answer)| async move {
+                let outcome = tokio::time::timeout(ANNOUNCE_TIMEOUT, answer).await;
+                (node, matches!(outcome, Ok(Ok(_))))
+            });
+            for (node, ok) in join_all(waits).await {
+                if !ok {
+                    tracing::debug!(peer = %node, "Directory announcement not answered; the peer gets a snapshot.");
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.send(DirectoryEvent::Missed(node));
+                    }
+                }
+            }
+            let Some(engine) = engine.get() else {
+                return;
+            };
+            match resync {
+                Resync::Users(users) if users.is_empty() => {}
+                Resync::Users(users) => engine.deliver_local(users.into(), Outbound::Resync),
+                Resync::Everyone => engine.resync_sessions(),
+            }
+        });
+    }
+}
+
+/// Whose sessions re-read once an announcement is answered.
+enum Resync {
+    Users(Vec<UserId>),
+    Everyone,
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 //!   FIFO link to the owner *before* `forward` returns, so one connection's commands keep their
 //!   order; a task on the cluster runtime awaits the answer. The owner enqueues forwarded
 //!   commands into its engine in frame order (`Engine::submit_local`, never `submit`, which would
-//!   forward again) and answers with the actor's result.
+//!   forward again) and answers with the actor's result. If the applied shard map moves the
+//!   conversation away from that owner while the answer is pending (the owner failed or is cut
+//!   off), the wait ends at once with `NotOwner`: the client retries, at the new owner, with the
+//!   same `client_msg_id`, instead of waiting for the transport's timeout.
 //! - **fan-out**: the owner's actor hands every outgoing item over after its local fan-out; the
 //!   recipients are grouped by node through the directory and each node gets one `DELIVER`
 //!   with only its users. A full peer queue drops the envelope (counted): sessions notice the
@@ -40,6 +43,7 @@ use roost_engine::Engine;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 use self::directory::Directory;
 pub use self::directory::DirectoryView;
@@ -51,6 +55,7 @@ use self::wire::ForwardResult;
 use self::wire::UsersDelta;
 use self::wire::UsersSnapshot;
 use crate::node::ActorTraffic;
+use crate::shard::ShardMap;
 use crate::transport::Inbound;
 use crate::transport::Responder;
 use crate::transport::Transport;
@@ -68,6 +73,8 @@ struct Inner {
     engine: Arc<OnceLock<Engine>>,
     directory: DirectoryView,
     directory_tx: mpsc::UnboundedSender<DirectoryEvent>,
+    /// The applied shard map, once the node provides it: pending forwards watch it.
+    shard_map: OnceLock<watch::Receiver<Arc<ShardMap>>>,
 }
 
 impl std::fmt::Debug for Routing {
@@ -100,6 +107,7 @@ impl Routing {
                 engine,
                 directory: view,
                 directory_tx,
+                shard_map: OnceLock::new(),
             }),
         }
     }
@@ -111,6 +119,12 @@ impl Routing {
         if self.inner.engine.set(engine).is_err() {
             tracing::warn!("An engine was already attached to routing; ignoring the second one.");
         }
+    }
+
+    /// Makes pending forwards end with `NotOwner` as soon as the applied map moves their
+    /// conversation to another owner. Once; later calls are ignored.
+    pub fn watch_owners(&self, shard_map: watch::Receiver<Arc<ShardMap>>) {
+        let _ = self.inner.shard_map.set(shard_map);
     }
 
     /// The directory as `fan_out` reads it (which users are connected on which other node).
@@ -166,18 +180,40 @@ impl Routing {
         }
     }
 
-    fn serve_users(&self, from: NodeId, kind: wire::Kind, body: Bytes) {
+    /// A peer's announcement: applied by the directory task, answered (when it is a request)
+    /// once applied, so the peer knows our fan-out lookups see it.
+    fn serve_users(&self, from: NodeId, kind: wire::Kind, body: Bytes, reply: Option<Responder>) {
+        let (applied, answered) = match reply {
+            Some(reply) => {
+                let (tx, rx) = oneshot::channel::<()>();
+                (Some(tx), Some((reply, rx)))
+            }
+            None => (None, None),
+        };
         let event = if kind == wire::USERS_SNAPSHOT {
             wire::decode::<UsersSnapshot>(kind, &body).map(|s| DirectoryEvent::Snapshot {
                 node: from,
                 users: s.users,
+                applied,
             })
         } else {
-            wire::decode::<UsersDelta>(kind, &body).map(|delta| DirectoryEvent::Delta { node: from, delta })
+            wire::decode::<UsersDelta>(kind, &body).map(|delta| DirectoryEvent::Delta {
+                node: from,
+                delta,
+                applied,
+            })
         };
         match event {
             Ok(event) => self.tell_directory(event),
             Err(error) => tracing::warn!(peer = %from, %error, "Dropping an undecodable directory update."),
+        }
+        if let Some((reply, rx)) = answered {
+            self.inner.runtime.spawn(async move {
+                match rx.await {
+                    Ok(()) => reply.ok(Bytes::new()),
+                    Err(_) => reply.err("directory update not applied".to_owned()),
+                }
+            });
         }
     }
 }
@@ -214,13 +250,20 @@ impl RemoteNodes for Routing {
         let response = self.inner.transport.request(owner, wire::FORWARD, body);
         metrics::forwarded();
         let (tx, rx) = oneshot::channel();
+        let shard_map = self.inner.shard_map.get().cloned();
         self.inner.runtime.spawn(async move {
-            let result = match response.await {
-                Ok(body) => wire::decode::<ForwardResult>(wire::FORWARD, &body)
-                    .unwrap_or_else(|error| Err(ConversationError::Internal(error.to_string()))),
-                Err(error) => Err(ConversationError::Unavailable(format!(
-                    "owner node {owner} unreachable: {error}"
-                ))),
+            let answered = async {
+                match response.await {
+                    Ok(body) => wire::decode::<ForwardResult>(wire::FORWARD, &body)
+                        .unwrap_or_else(|error| Err(ConversationError::Internal(error.to_string()))),
+                    Err(error) => Err(ConversationError::Unavailable(format!(
+                        "owner node {owner} unreachable: {error}"
+                    ))),
+                }
+            };
+            let result = tokio::select! {
+                result = answered => result,
+                () = moved_away(shard_map, conversation, owner) => Err(ConversationError::NotOwner(conversation)),
             };
             let _ = tx.send(result);
         });
@@ -278,13 +321,19 @@ impl ActorTraffic for Routing {
                 body,
                 reply,
             } if kind == wire::FORWARD => self.serve_forward(from, body, reply),
+            Inbound::Request {
+                from,
+                kind,
+                body,
+                reply,
+            } if kind == wire::USERS || kind == wire::USERS_SNAPSHOT => self.serve_users(from, kind, body, Some(reply)),
             Inbound::Request { from, kind, reply, .. } => {
                 tracing::warn!(peer = %from, kind, "Unknown routing request kind.");
                 reply.err(format!("unknown routing request kind {kind}"));
             }
             Inbound::Message { from, kind, body } if kind == wire::DELIVER => self.serve_deliver(from, body),
             Inbound::Message { from, kind, body } if kind == wire::USERS || kind == wire::USERS_SNAPSHOT => {
-                self.serve_users(from, kind, body)
+                self.serve_users(from, kind, body, None)
             }
             Inbound::Message { from, kind, .. } => {
                 tracing::warn!(peer = %from, kind, "Unknown routing message kind; dropped.");
@@ -303,3 +352,20 @@ impl ActorTraffic for Routing {
 
 #[cfg(test)]
 mod link_tests;
+
+/// Completes when the applied map names an owner other than `owner` for `conversation` (never,
+/// without a map). The map applied here may lag the cluster's; that only makes this fire later.
+async fn moved_away(shard_map: Option<watch::Receiver<Arc<ShardMap>>>, conversation: ConversationId, owner: NodeId) {
+    let Some(mut shard_map) = shard_map else {
+        return std::future::pending().await;
+    };
+    loop {
+        let current = shard_map.borrow_and_update().owner_of(conversation);
+        if current.is_some_and(|now| now != owner) {
+            return;
+        }
+        if shard_map.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}

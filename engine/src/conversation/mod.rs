@@ -16,6 +16,7 @@ use crate::delivery::hub::SessionHub;
 use crate::delivery::EventEncoder;
 use crate::delivery::Outbound;
 use crate::ids::UserId;
+use crate::placement::Placement;
 use crate::remote::RemoteNodes;
 use crate::store::Store;
 
@@ -26,6 +27,9 @@ pub struct Deps {
     pub encoder: Arc<dyn EventEncoder>,
     pub config: Arc<EngineConfig>,
     pub remote: Arc<dyn RemoteNodes>,
+    /// Checked again right before a seq is assigned: a command may wait in an actor's mailbox
+    /// while this node's lease on the conversation lapses.
+    pub placement: Arc<dyn Placement>,
 }
 
 impl Deps {

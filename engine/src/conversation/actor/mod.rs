@@ -42,6 +42,7 @@ use crate::model::Member;
 use crate::model::MemberRole;
 use crate::model::Receipt;
 use crate::model::UnixMillis;
+use crate::placement::Owner;
 use crate::store::AppendError;
 use crate::store::AppendOp;
 use crate::store::Effect;
@@ -234,6 +235,14 @@ impl ConversationActor {
             }
             return;
         }
+        // Fencing: this node may have lost the conversation (lease lapsed, shard moved) while the
+        // command waited in the mailbox. Assign nothing; the client retries at the new owner.
+        if self.deps.placement.owner(id) != Owner::Local {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(ConversationError::NotOwner(id)));
+            }
+            return;
+        }
         let Ok(loaded) = self.loaded() else {
             if let Some(reply) = reply {
                 let _ = reply.send(Err(ConversationError::Unavailable("conversation failed".into())));
@@ -319,6 +328,14 @@ impl ConversationActor {
                 break;
             };
             match done.outcome.take() {
+                // Fencing: an append confirmed after this node's lease on the conversation lapsed
+                // may race the new owner's first appends; claim nothing (the sender retries with
+                // the same client_msg_id and the new owner's history decides).
+                Some(Ok(())) if !self.deps.placement.may_confirm(self.id) => {
+                    tracing::warn!(conversation = %self.id, seq = %done.seq, "Append confirmed after ownership lapsed; not acknowledging it.");
+                    self.fail_all(done, "ownership lapsed before the append was confirmed; retry", ctx);
+                    return;
+                }
                 Some(Ok(())) => self.release(done),
                 Some(Err(error)) => {
                     metrics::store_error("append");
