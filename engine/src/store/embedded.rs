@@ -1,22 +1,27 @@
-//! `EmbeddedStore`: the durable single-node store, on redb (one file, crash-safe, no server).
+//! `EmbeddedStore`: the durable single-node store, on redb plus an append log (no server).
 //!
 //! - `writer`: every mutation goes through one writer thread that group-commits: one redb
-//!   write transaction (and, in immediate durability, one fsync) for up to `max_batch` queued
-//!   writes, answered only after the commit. Appends are queued inside [`MessageStore::append`] itself, so submission order is
-//!   application order.
+//!   write transaction for up to `max_batch` queued writes, answered only after the commit.
+//!   Appends are queued inside [`MessageStore::append`] itself, so submission order is application
+//!   order. In immediate durability, appends and receipts are made durable by one `fdatasync` of
+//!   the append log per batch, and redb by a periodic durable commit (a checkpoint).
+//! - `wal`: the append log's file and frame format; `replay`: its recovery at open.
 //! - `mutations`: the mutations, each validated before it writes so a refused one fails alone.
 //! - `tables`: the layout, the record encoding (postcard) and the reads.
 //!
 //! Reads run on tokio's blocking pool in their own read transaction (redb readers never wait for
 //! the writer), so they must be called from inside a tokio runtime, current-thread ones included.
 //!
-//! The database is `<path>/roost.redb`. redb locks the file against a second opener and recovers
-//! the last durable commit after a crash (`kill -9`, power loss); this store keeps no other files.
-//! Opening after a crash repairs the file first (redb walks it to rebuild its allocator state),
-//! so that open takes longer on a large database.
+//! The database is `<path>/roost.redb`, with its append log `<path>/roost.wal`. redb locks the
+//! database against a second opener and recovers the last durable commit after a crash (`kill -9`,
+//! power loss); the open then replays the log's frames the database does not hold, and makes the
+//! result durable. Opening after a crash repairs the file first (redb walks it to rebuild its
+//! allocator state), so that open takes longer on a large database.
 
 mod mutations;
+mod replay;
 mod tables;
+mod wal;
 mod writer;
 
 use std::future::Future;
@@ -37,8 +42,11 @@ use redb::ReadableDatabase;
 use serde::Deserialize;
 use serde::Serialize;
 
+use self::mutations::Heads;
 use self::mutations::Step;
 use self::mutations::WriteTables;
+use self::wal::AppendLog;
+use self::wal::LogBuffer;
 use self::writer::Command;
 use self::writer::Writer;
 use super::AccountStore;
@@ -67,13 +75,15 @@ use crate::model::User;
 
 /// Name of the database file inside [`EmbeddedOptions::path`].
 pub const DATABASE_FILE: &str = "roost.redb";
+pub use self::wal::LOG_FILE;
 
 /// Settings of the embedded store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedOptions {
-    /// Directory of the data; created if missing. The database is the single file `roost.redb`
-    /// inside it: back up that file (while the node is stopped) to back up the node.
+    /// Directory of the data; created if missing. The database is the file `roost.redb` inside
+    /// it, next to its append log `roost.wal`. A clean stop leaves everything in `roost.redb`:
+    /// back up that file (while the node is stopped) to back up the node.
     pub path: PathBuf,
     /// When a write is acknowledged relative to reaching the disk; see [`DurabilityMode`].
     pub durability: DurabilityMode,
@@ -115,8 +125,9 @@ impl EmbeddedOptions {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DurabilityMode {
-    /// Every group commit is fsynced before any of its writes is acknowledged: an acknowledged
-    /// message survives a process crash and a power loss. The safe default.
+    /// Every group commit is on disk before any of its writes is acknowledged (appends and
+    /// receipts in the append log, `fdatasync`ed; other writes by a durable redb commit): an
+    /// acknowledged message survives a process crash and a power loss. The safe default.
     #[default]
     Immediate,
     /// Commits are not fsynced; a durable commit is made at least every
@@ -156,6 +167,7 @@ impl EmbeddedStore {
         })?;
         let db = Arc::new(db);
         initialize(&db)?;
+        let (log, lsn) = recover(&db, &options)?;
 
         let (commands_tx, commands_rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
@@ -166,6 +178,10 @@ impl EmbeddedStore {
             max_batch: options.max_batch.max(1),
             relaxed_flush_interval: Duration::from_millis(options.relaxed_flush_interval_ms),
             commits: commits.clone(),
+            log,
+            lsn,
+            heads: Heads::default(),
+            records: LogBuffer::default(),
         };
         let handle = std::thread::Builder::new()
             .name("roost-store-writer".to_owned())
@@ -251,9 +267,39 @@ impl Drop for EmbeddedStore {
 /// Create every table and check the format version, durably, before the writer starts.
 fn initialize(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
-    WriteTables::open(&txn)?.check_format()?;
+    let mut heads = Heads::default();
+    WriteTables::open(&txn, &mut heads, None)?.check_format()?;
     txn.commit()?;
     Ok(())
+}
+
+/// Replay the append log into the database; return the log to write (immediate durability only)
+/// and the lsn the database is at.
+fn recover(db: &Database, options: &EmbeddedOptions) -> Result<(Option<AppendLog>, u64), StoreError> {
+    let (log, contents) = AppendLog::open(&options.path)?;
+    if contents.ignored_bytes > 0 {
+        tracing::warn!(
+            bytes = contents.ignored_bytes,
+            "The append log ends in a torn or corrupt frame (a crash during a write); it was never \
+             acknowledged and is ignored."
+        );
+    }
+    let replayed = replay::replay(db, &contents)?;
+    if replayed.frames > 0 {
+        tracing::info!(
+            frames = replayed.frames,
+            records = replayed.records,
+            "Replayed the append log into the database."
+        );
+    }
+    if replayed.refused > 0 {
+        tracing::error!(
+            refused = replayed.refused,
+            "Writes of the append log were refused on replay; the database kept its own state."
+        );
+    }
+    let log = (options.durability == DurabilityMode::Immediate).then_some(log);
+    Ok((log, replayed.lsn))
 }
 
 #[async_trait]

@@ -4,6 +4,13 @@
 //! conflict, username taken, missing target) and only then writes, so a logical failure leaves the
 //! transaction untouched and fails only its own job. The outer `Result` of a [`Step`] is a
 //! storage failure, which aborts the whole batch.
+//!
+//! Appends and receipts also put a record of themselves in the batch's log buffer (immediate
+//! durability), which the writer writes to the append log before committing; every other mutation
+//! leaves a mark that the batch must commit durably. Appends check the conversation's last seq
+//! against [`Heads`], the writer's cache of it, instead of reading the last key of `events`.
+
+use std::collections::HashMap;
 
 use redb::ReadableTable;
 use redb::Table;
@@ -12,6 +19,8 @@ use redb::WriteTransaction;
 use super::tables;
 use super::tables::decode;
 use super::tables::encode;
+use super::wal::LogBuffer;
+use super::wal::LogRecord;
 use crate::ids::ConversationId;
 use crate::ids::Seq;
 use crate::ids::TokenHash;
@@ -37,8 +46,17 @@ use crate::store::StoreError;
 /// Outcome of one mutation: `Err` aborts the batch, `Ok(Err(_))` fails only this job.
 pub(super) type Step<T, E = StoreError> = Result<Result<T, E>, StoreError>;
 
-/// Every table, opened once per batch transaction.
+/// Every table, opened once per batch transaction, with the batch's view of the heads cache and
+/// the log records of its writes.
 pub(super) struct WriteTables<'txn> {
+    heads: &'txn mut Heads,
+    /// Where logged writes put their record; `None` when nothing is logged (relaxed durability,
+    /// replay).
+    log: Option<&'txn mut LogBuffer>,
+    /// The current job put its record in the log, or has nothing to log.
+    job_logged: bool,
+    /// A job of the batch wrote something that is not logged: the batch must commit durably.
+    needs_durable: bool,
     counters: Table<'txn, &'static str, u64>,
     users: Table<'txn, u64, &'static [u8]>,
     usernames: Table<'txn, &'static str, u64>,
@@ -56,8 +74,16 @@ pub(super) struct WriteTables<'txn> {
 
 impl<'txn> WriteTables<'txn> {
     /// Open (creating if needed) every table of the layout.
-    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub(super) fn open(
+        txn: &'txn WriteTransaction,
+        heads: &'txn mut Heads,
+        log: Option<&'txn mut LogBuffer>,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
+            heads,
+            log,
+            job_logged: false,
+            needs_durable: false,
             counters: txn.open_table(tables::COUNTERS)?,
             users: txn.open_table(tables::USERS)?,
             usernames: txn.open_table(tables::USERNAMES)?,
@@ -72,6 +98,57 @@ impl<'txn> WriteTables<'txn> {
             client_msgs: txn.open_table(tables::CLIENT_MSGS)?,
             receipts: txn.open_table(tables::RECEIPTS)?,
         })
+    }
+
+    /// Call before each job of the batch.
+    pub(super) fn start_job(&mut self) {
+        self.job_logged = false;
+    }
+
+    /// Call after each job of the batch: a job that logged nothing needs a durable commit.
+    pub(super) fn finish_job(&mut self) {
+        self.needs_durable |= !self.job_logged;
+    }
+
+    /// Whether some job of the batch changed state that only a durable commit keeps.
+    pub(super) fn needs_durable(&self) -> bool {
+        self.needs_durable
+    }
+
+    /// Whether the batch's log holds any record.
+    pub(super) fn has_log_records(&self) -> bool {
+        self.log.as_deref().is_some_and(|log| !log.is_empty())
+    }
+
+    /// Put the record of the current job in the batch's log (if the batch is logged).
+    fn logged(&mut self, record: impl FnOnce() -> LogRecord) -> Result<(), StoreError> {
+        if let Some(log) = self.log.as_deref_mut() {
+            log.push(&record())?;
+        }
+        self.job_logged = true;
+        Ok(())
+    }
+
+    /// Remember the log position the batch brings the database to (see `wal`).
+    pub(super) fn set_log_position(&mut self, lsn: u64) -> Result<(), StoreError> {
+        self.counters.insert(tables::WAL_LSN_KEY, lsn)?;
+        Ok(())
+    }
+
+    /// Re-apply a logged write while replaying the log; `Ok(false)` if it was refused, which a
+    /// deterministic replay from the state it was logged in never does.
+    pub(super) fn replay(&mut self, record: LogRecord) -> Result<bool, StoreError> {
+        match record {
+            LogRecord::Append { event, effects } => {
+                let effects = effects.into_iter().map(Effect::from).collect();
+                Ok(self.append(AppendOp { event, effects })?.is_ok())
+            }
+            LogRecord::Receipt {
+                conversation,
+                user,
+                receipt,
+            } => Ok(self.save_receipt(conversation, user, receipt)?.is_ok()),
+        }
     }
 
     /// Record the layout version in a new database, or refuse a database of another version.
@@ -226,6 +303,11 @@ impl<'txn> WriteTables<'txn> {
     }
 
     pub(super) fn save_receipt(&mut self, id: ConversationId, user: UserId, receipt: Receipt) -> Step<()> {
+        self.logged(|| LogRecord::Receipt {
+            conversation: id,
+            user,
+            receipt,
+        })?;
         self.receipts
             .insert((id.0, user.0), (receipt.delivered.0, receipt.read.0))?;
         Ok(Ok(()))
@@ -247,8 +329,11 @@ impl<'txn> WriteTables<'txn> {
 
     pub(super) fn append(&mut self, op: AppendOp) -> Step<(), AppendError> {
         if let Err(refused) = self.check_append(&op)? {
+            // A refused append writes nothing, so there is nothing to log either.
+            self.job_logged = true;
             return Ok(Err(refused));
         }
+        self.logged(|| LogRecord::append(&op))?;
         let AppendOp { event, effects } = op;
         let id = event.conversation;
         for effect in effects {
@@ -282,14 +367,25 @@ impl<'txn> WriteTables<'txn> {
                 .insert((id.0, event.sender.0, client_msg_id.as_str()), event.seq.0)?;
         }
         self.events.insert((id.0, event.seq.0), encode(&event)?.as_slice())?;
+        self.heads.set(id, event.seq);
         Ok(Ok(()))
+    }
+
+    /// The last seq of a conversation: from the heads cache, else the last key of `events`.
+    fn last_seq(&mut self, id: ConversationId) -> Result<Seq, StoreError> {
+        if let Some(seq) = self.heads.get(id) {
+            return Ok(seq);
+        }
+        let seq = tables::last_seq(&self.events, id)?;
+        self.heads.remember(id, seq);
+        Ok(seq)
     }
 
     /// Everything that can refuse `op`, against the transaction's state (earlier jobs of the batch
     /// included).
-    fn check_append(&self, op: &AppendOp) -> Step<(), AppendError> {
+    fn check_append(&mut self, op: &AppendOp) -> Step<(), AppendError> {
         let event = &op.event;
-        let found = tables::last_seq(&self.events, event.conversation)?;
+        let found = self.last_seq(event.conversation)?;
         if event.seq.0 == 0 || found.0 != event.seq.0 - 1 {
             let expected = Seq(event.seq.0.wrapping_sub(1));
             return Ok(Err(AppendError::Conflict { expected, found }));
@@ -350,6 +446,52 @@ impl<'txn> WriteTables<'txn> {
         change(&mut event.kind);
         self.events.insert((id.0, target.0), encode(&event)?.as_slice())?;
         Ok(())
+    }
+}
+
+/// The writer's cache of each conversation's last seq, so an append does not read it from
+/// `events`. `committed` holds values of committed state; `batch` the changes of the batch being
+/// applied, kept only if it commits.
+#[derive(Debug, Default)]
+pub(super) struct Heads {
+    committed: HashMap<u64, u64>,
+    batch: HashMap<u64, u64>,
+}
+
+impl Heads {
+    /// Most conversations cached before the cache is emptied (about 40 MiB).
+    const MAX_CACHED: usize = 1_000_000;
+
+    fn get(&self, id: ConversationId) -> Option<Seq> {
+        self.batch
+            .get(&id.0)
+            .or_else(|| self.committed.get(&id.0))
+            .map(|s| Seq(*s))
+    }
+
+    /// A value read from the table for a conversation the batch has not changed: committed state.
+    fn remember(&mut self, id: ConversationId, seq: Seq) {
+        if self.committed.len() >= Self::MAX_CACHED {
+            self.committed.clear();
+        }
+        self.committed.insert(id.0, seq.0);
+    }
+
+    fn set(&mut self, id: ConversationId, seq: Seq) {
+        self.batch.insert(id.0, seq.0);
+    }
+
+    /// The batch committed: its heads are now committed state.
+    pub(super) fn commit(&mut self) {
+        if self.committed.len() + self.batch.len() > Self::MAX_CACHED {
+            self.committed.clear();
+        }
+        self.committed.extend(self.batch.drain());
+    }
+
+    /// The batch was abandoned: forget its heads.
+    pub(super) fn rollback(&mut self) {
+        self.batch.clear();
     }
 }
 

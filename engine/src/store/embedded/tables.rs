@@ -30,8 +30,10 @@ pub(super) const FORMAT_VERSION: u64 = 1;
 pub(super) const FORMAT_KEY: &str = "format_version";
 pub(super) const LAST_USER_KEY: &str = "last_user_id";
 pub(super) const LAST_CONVERSATION_KEY: &str = "last_conversation_id";
+/// The lsn of the last append-log frame applied to the database (see `wal`); 0 if none.
+pub(super) const WAL_LSN_KEY: &str = "wal_lsn";
 
-/// Named counters: the format version and the last assigned ids.
+/// Named counters: the format version, the last assigned ids, the last applied log frame.
 pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// User id -> postcard `User`.
 pub(super) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
