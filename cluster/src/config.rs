@@ -3,7 +3,7 @@
 //! Part of the node configuration (`[cluster]` in the TOML file, composed by the API crate).
 //! Every field has a default and a doc comment, which is the operator documentation; unknown keys
 //! are rejected. The timing fields are the lease and failure-detection parameters of
-//! `cluster/FENCING.md`; [`ClusterConfig::problems`] refuses combinations that would break its
+//! ARCHITECTURE.md ("Fencing across ownership changes"); [`ClusterConfig::problems`] refuses combinations that would break its
 //! safety argument (a failure timeout shorter than the longest a lease can outlive its last grant).
 
 use std::time::Duration;
@@ -14,11 +14,11 @@ use serde::Serialize;
 use crate::shard::DEFAULT_SHARD_COUNT;
 use crate::shard::MAX_SHARD_COUNT;
 
-/// The clock-rate error assumed between nodes (`ρ` in `cluster/FENCING.md`): 1000 ppm, twice what
+/// The clock-rate error assumed between nodes (`ρ` in ARCHITECTURE.md ("Fencing across ownership changes")): 1000 ppm, twice what
 /// NTP slews.
 pub const CLOCK_DRIFT_PPM: u64 = 1_000;
 
-/// The safety margin added to the lease wait (`ε` in `cluster/FENCING.md`).
+/// The safety margin added to the lease wait (`ε` in ARCHITECTURE.md ("Fencing across ownership changes")).
 pub const LEASE_MARGIN: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +121,7 @@ impl ClusterConfig {
     }
 
     /// `W = L * (1 + 2ρ) + ε`: how long after its last grant a node's lease has certainly expired,
-    /// measured on the leader's clock (`cluster/FENCING.md`, failover).
+    /// measured on the leader's clock (ARCHITECTURE.md ("Fencing across ownership changes"), failover).
     pub fn lease_wait(&self) -> Duration {
         let drift = self.lease_ms.saturating_mul(2 * CLOCK_DRIFT_PPM).div_ceil(1_000_000);
         Duration::from_millis(self.lease_ms.saturating_add(drift)) + LEASE_MARGIN

@@ -22,6 +22,10 @@
 //! - [`node`]: `ClusterNode`, a running member on its own tokio runtime: Raft over the peer
 //!   transport, the control RPCs (join, lease renewal, release, leave), the node's lease and the
 //!   leader loop (failure detection, voters, rebalancing with graceful handover, removal).
+//! - [`transport`]: the mutually authenticated TLS links between nodes and their framing.
+//! - [`routing`]: the engine's `RemoteNodes`: forwarding commands to owners, one delivery
+//!   envelope per node, and the directory of which users are connected where.
+//! - [`certs`]: the cluster CA and node certificates (`roost cluster certs`).
 //! - [`config`]: the cluster settings in the node configuration (`ClusterConfig`).
 //!
 //! **The control plane** is the Raft state: members, the shard map and cluster-wide settings. It
@@ -33,12 +37,14 @@
 //! **Fencing.** A node that lost a shard must stop assigning seqs before the new owner starts.
 //! Each shard's epoch, bumped by every ownership change and checked by `ApplyMoves`, is the
 //! fencing token; the lease and handover protocol that use it, with their assumptions, are
-//! written out in `cluster/FENCING.md`.
+//! written out in ARCHITECTURE.md ("Fencing across ownership changes").
 //!
-//! Not here yet (issue 4): the operator commands and multi-process tests.
+//! The operator commands (`roost cluster ...`) and the multi-process tests live in the API crate
+//! (`api/src/cluster/`, `api/tests/cluster/`).
 //!
 //! Architecture invariant: this is the only crate that depends on openraft. It uses the engine
-//! only for ids and the `Placement` seam.
+//! only through its seams: ids, `Placement`, `RemoteNodes` and the `Engine` handle routing
+//! delivers into.
 
 pub mod certs;
 pub mod config;

@@ -15,7 +15,7 @@
 //! node") is necessary, not sufficient, for assigning seqs. A placement built with
 //! [`RaftPlacement::with_lease`] (what a cluster node uses) answers `Local` only if, in addition,
 //! the node's lease covers the shard at the map's epoch and the shard is not being handed over
-//! (`cluster/FENCING.md`); a shard the map gives this node but the lease does not cover answers
+//! (ARCHITECTURE.md ("Fencing across ownership changes")); a shard the map gives this node but the lease does not cover answers
 //! `Unassigned` (retry shortly). [`RaftPlacement::new`] (no lease) is for tests and tools.
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 //! default) however many conversations there are.
 //!
 //! Every change of a shard's owner bumps that shard's epoch. The epoch is the fencing token of
-//! seq assignment (see `cluster/FENCING.md`): "node N owns shard S at epoch E" is true for at
+//! seq assignment (see ARCHITECTURE.md ("Fencing across ownership changes")): "node N owns shard S at epoch E" is true for at
 //! most one N per (S, E), cluster-wide, because only the Raft state machine changes owners.
 //!
 //! Architecture invariant: [`shard_of`] never changes. It decides where every existing

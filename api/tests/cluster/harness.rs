@@ -47,7 +47,7 @@ pub struct Timing {
     pub rebalance_interval_ms: u64,
 }
 
-/// Lease 600 ms, failure timeout 1 s (at least lease * 1.002 + 100 ms, `cluster/FENCING.md`).
+/// Lease 600 ms, failure timeout 1 s (at least lease * 1.002 + 100 ms, ARCHITECTURE.md ("Fencing across ownership changes")).
 pub const FAST: Timing = Timing {
     shard_count: 16,
     lease_ms: 600,

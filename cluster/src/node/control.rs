@@ -6,7 +6,7 @@
 //! leader it knows (`Join`, `Leave`) or refused (`Renew`, whose sender retries with the leader it
 //! learns from Raft). `Release` goes from the leader to a shard's owner.
 //!
-//! The leader's side of a renewal is the lease grant of `cluster/FENCING.md`: confirm leadership
+//! The leader's side of a renewal is the lease grant of ARCHITECTURE.md ("Fencing across ownership changes"): confirm leadership
 //! with a quorum (`ensure_linearizable`) after the request arrived, then answer with the
 //! `(shard, epoch)` pairs the node owns in the committed state, minus those it is handing over,
 //! and record the grant time for failure detection ([`super::leader::LeaderLeases`]).

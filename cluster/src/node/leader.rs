@@ -4,7 +4,7 @@
 //! Every `rebalance_interval_ms` (failure detection every `renew_ms`), the leader of term `T`:
 //! 1. declares dead (`MarkDead`) every active or leaving member it has not granted a lease for
 //!    `failure_timeout_ms`, counting from its last grant or, if later, from when this node took
-//!    office in `T` ([`LeaderLeases`]; `cluster/FENCING.md` pieces 5 and 6);
+//!    office in `T` ([`LeaderLeases`]; ARCHITECTURE.md ("Fencing across ownership changes") pieces 5 and 6);
 //! 2. keeps three voters: active voters stay, active learners are promoted in id order to fill
 //!    the places of dead or missing ones (dead voters become learners);
 //! 3. plans with `rebalance::plan` and moves shards: from a live owner by handover (`Release`,

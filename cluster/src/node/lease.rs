@@ -1,6 +1,6 @@
 //! The node side of a lease: which `(shard, epoch)` pairs this node may sequence, and until when.
 //!
-//! `cluster/FENCING.md` (pieces 3 and 4) is the design. A node may answer `Local` for a shard only
+//! ARCHITECTURE.md ("Fencing across ownership changes") (pieces 3 and 4) is the design. A node may answer `Local` for a shard only
 //! while the lease granted by the Raft leader covers the shard at the epoch of the applied map, and
 //! only until `t_send + L` on its own clock, `t_send` read *before* the renewal was sent. The
 //! clock is `CLOCK_BOOTTIME` ([`BootClock`]), which keeps counting while the machine is suspended;
