@@ -121,7 +121,14 @@ pub struct TestCluster {
     isolated: Vec<u64>,
     /// Owns the shared directory and, last of all, the keyspace (dropped when it is dropped).
     _shared: Node,
+    /// This test's turn: one cluster at a time in this process (see [`ONE_CLUSTER_AT_A_TIME`]).
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// Cluster tests run one at a time even when the test harness runs threads in parallel: each
+/// runs several nodes, and failure detection works on timings (a 1 s failure timeout) that two
+/// clusters competing for 2 cores would stretch into false failovers.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env_addr(var: &str, default: &str) -> SocketAddr {
     std::env::var(var)
@@ -186,6 +193,7 @@ impl TestCluster {
     /// Node 1 started and initialised, then nodes 2..=n joined; returns once `status` shows `n`
     /// active members each owning shards and no unassigned shard. An admin user `root` exists.
     pub async fn start(n: u64, net: Net) -> TestCluster {
+        let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
         let cql = env_addr("ROOST_CQL", "127.0.0.1:9042");
         let redis = env_addr("ROOST_CLUSTER_REDIS", "127.0.0.1:6390");
         let mut shared = Node::with_storage(
@@ -220,6 +228,7 @@ impl TestCluster {
             next_id: 1,
             isolated: Vec::new(),
             _shared: shared,
+            _turn: turn,
         };
         let first = cluster.prepare_node();
         cluster.nodes[&first].handle.add_user_offline("root", true);
