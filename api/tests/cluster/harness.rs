@@ -59,6 +59,21 @@ pub const FAST: Timing = Timing {
     rebalance_interval_ms: 200,
 };
 
+/// [`FAST`], or the lease, renewal and failure timeout (ms) given as
+/// `ROOST_CLUSTER_TEST_TIMING=lease,renew,failure` (to measure failover with other settings).
+fn timing() -> Timing {
+    let mut t = FAST;
+    if let Ok(spec) = std::env::var("ROOST_CLUSTER_TEST_TIMING") {
+        let ms: Vec<u64> = spec.split(',').filter_map(|v| v.trim().parse().ok()).collect();
+        if let [lease, renew, failure] = ms[..] {
+            (t.lease_ms, t.renew_ms, t.failure_timeout_ms) = (lease, renew, failure);
+        } else {
+            panic!("ROOST_CLUSTER_TEST_TIMING must be lease,renew,failure in ms, got {spec:?}");
+        }
+    }
+    t
+}
+
 /// Which network the nodes live on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Net {
@@ -285,7 +300,7 @@ impl TestCluster {
         let host = self.net.host(node.id);
         let store = self.net.storage_host();
         let dir = node.handle.dir.path();
-        let t = &FAST;
+        let t = timing();
         format!(
             "[server]\nlisten = \"{host}:{public}\"\ninternal_listen = \"{host}:{internal}\"\nshutdown_grace_secs = 2\n\
              [storage]\nbackend = \"scylla\"\ndata_dir = \"{data}\"\n\
