@@ -1,7 +1,8 @@
 //! The peer transport over real TLS on real loopback sockets: ordered requests and messages,
-//! refusal of foreign certificates and cluster ids, the frame limit, reconnecting after a peer
-//! restarts, failing requests in flight when a peer dies, and backpressure. Each test runs on a
-//! multi-thread runtime like the cluster node's. Waits are bounded polls, never fixed sleeps.
+//! refusal of foreign certificates, of cluster ids and of node ids a certificate is not for, the
+//! frame limit, reconnecting after a peer restarts, failing requests in flight when a peer dies,
+//! and backpressure. Each test runs on a multi-thread runtime like the cluster node's. Waits are
+//! bounded polls, never fixed sleeps.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -201,6 +202,44 @@ async fn a_peer_of_another_cluster_is_refused_at_the_hello() {
     let b = start(2, "another-cluster", tls(&ca, 2), hb.clone()).await;
     let errors = assert_refused(&a, &b, &ha, &hb).await;
     assert!(errors.contains("cluster id"), "the refusal names the cause: {errors}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_claiming_a_node_id_its_certificate_is_not_for_is_refused() {
+    let ca = make_ca(CLUSTER).expect("ca");
+    let ha = Arc::new(Recorder::default());
+    let a = start(1, CLUSTER, tls(&ca, 1), ha.clone()).await;
+    // Node 2's certificate (valid, same CA) in a transport that says it is node 3.
+    let impostor = start(3, CLUSTER, tls(&ca, 2), Arc::new(Recorder::default())).await;
+    impostor.set_peer(NodeId(1), a.local_addr().to_string());
+    for _ in 0..2 {
+        let refused = impostor.request(NodeId(1), KIND, Bytes::from_static(b"x")).await;
+        match refused {
+            Err(TransportError::Unreachable(why)) => {
+                assert!(
+                    why.contains("roost-node-3"),
+                    "the refusal names the claimed node: {why}"
+                )
+            }
+            other => panic!("node 2's certificate spoke for node 3: {other:?}"),
+        }
+    }
+    assert_eq!(ha.seen_count(), 0, "nothing reached a's handler");
+    assert!(ha.events().is_empty(), "no peer came up at a: {:?}", ha.events());
+    assert!(a.connected_peers().is_empty() && impostor.connected_peers().is_empty());
+    impostor.shutdown().await;
+
+    // The control: the same dial with node 3's own certificate is accepted.
+    let honest = start(3, CLUSTER, tls(&ca, 3), Arc::new(Recorder::default())).await;
+    honest.set_peer(NodeId(1), a.local_addr().to_string());
+    let answer = honest
+        .request(NodeId(1), KIND, Bytes::from_static(b"y"))
+        .await
+        .expect("node 3 with its own certificate");
+    assert_eq!(&answer[..], b"y");
+    assert_eq!(ha.events(), vec!["up 3"]);
+    honest.shutdown().await;
+    a.shutdown().await;
 }
 
 /// A hand-made connection as node 3: TLS with `client`, our hello, then b's hello (or why not).

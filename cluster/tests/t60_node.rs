@@ -330,8 +330,12 @@ async fn a_restarted_member_comes_back_by_itself() {
     drop(node);
 
     let again = start_node_in(&ca, 1, dir).await;
-    let status = wait_balanced(&again, &[1], &[&again], "the restarted node serves again").await;
-    assert_eq!(status.leader, Some(NodeId(1)));
+    wait_balanced(&again, &[1], &[&again], "the restarted node serves again").await;
+    eventually("the restarted node leads", || async {
+        let status = again.node.status().await.ok()?;
+        (status.leader == Some(NodeId(1))).then_some(status)
+    })
+    .await;
     again.node.shutdown().await;
 }
 

@@ -2,6 +2,8 @@
 //!
 //! `RunConfig::build` reports every problem at once. Every run is bounded: sending lasts
 //! `warmup + duration`, draining at most `drain`, and `hard_limit()` caps the whole run.
+//! Targets and `/metrics` endpoints (the targets themselves unless `metrics_urls` names others)
+//! both pass the loopback guard unless `--allow-remote`.
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use serde::Serialize;
 
 use crate::scenario::GroupSpec;
 use crate::scenario::Scenario;
+use crate::scrape::MetricsEndpoint;
 use crate::target::Target;
 use crate::threshold::Threshold;
 
@@ -33,6 +36,11 @@ pub struct RunConfig {
     pub urls: Vec<String>,
     #[serde(skip)]
     pub targets: Vec<Target>,
+    /// `/metrics` endpoints given apart from the targets (empty: each target's own `/metrics`).
+    pub metrics_urls: Vec<String>,
+    /// What is scraped for server cost: `metrics_urls` resolved, else every target's `/metrics`.
+    #[serde(skip)]
+    pub metrics: Vec<MetricsEndpoint>,
     pub allow_remote: bool,
     pub admin_user: String,
     #[serde(skip)]
@@ -80,6 +88,8 @@ impl RunConfig {
         if urls.is_empty() {
             problems.push("at least one --url is needed".into());
         }
+        let metrics_urls = s.metrics_urls.unwrap_or_default();
+        let metrics = metrics_endpoints(&metrics_urls, &targets, options.allow_remote, &mut problems);
         let mut thresholds = Vec::new();
         for text in s.fail_if.unwrap_or_default() {
             match text.parse::<Threshold>() {
@@ -98,6 +108,8 @@ impl RunConfig {
             description: s.description.unwrap_or_default(),
             urls,
             targets,
+            metrics_urls,
+            metrics,
             allow_remote: options.allow_remote,
             admin_user: s.admin_user.unwrap_or_else(|| "admin".into()),
             admin_password: options.admin_password,
@@ -215,6 +227,26 @@ impl RunConfig {
     }
 }
 
+/// Resolve `urls` as metrics endpoints (problems reported), or use the targets' own `/metrics`.
+fn metrics_endpoints(
+    urls: &[String],
+    targets: &[Target],
+    allow_remote: bool,
+    problems: &mut Vec<String>,
+) -> Vec<MetricsEndpoint> {
+    if urls.is_empty() {
+        return targets.iter().map(MetricsEndpoint::of_target).collect();
+    }
+    let mut endpoints = Vec::new();
+    for url in urls {
+        match MetricsEndpoint::resolve(url, allow_remote) {
+            Ok(e) => endpoints.push(e),
+            Err(e) => problems.push(format!("metrics URL: {e}")),
+        }
+    }
+    endpoints
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +265,39 @@ mod tests {
         assert_eq!(config.users, 20);
         assert_eq!(config.senders, 0);
         assert_eq!(config.targets.len(), 1);
+        assert!(config.metrics_urls.is_empty());
+        assert_eq!(config.metrics, vec![MetricsEndpoint::of_target(&config.targets[0])]);
+    }
+
+    #[test]
+    fn metrics_urls_replace_the_targets_metrics_and_need_not_match_in_count() {
+        let s = Scenario {
+            urls: Some(vec!["http://127.0.0.1:8080".into(), "http://127.0.0.1:8081".into()]),
+            metrics_urls: Some(vec!["http://127.0.0.1:9090".into()]),
+            ..Scenario::default()
+        };
+        let config = RunConfig::build(s, options()).expect("valid");
+        assert_eq!(config.metrics.len(), 1);
+        assert_eq!(config.metrics[0].target.url, "http://127.0.0.1:9090");
+        assert_eq!(config.metrics[0].path, "/metrics");
+        let json = serde_json::to_value(&config).expect("json");
+        assert_eq!(json["metrics_urls"][0], "http://127.0.0.1:9090");
+    }
+
+    #[test]
+    fn remote_metrics_urls_follow_the_loopback_rule() {
+        let s = Scenario {
+            metrics_urls: Some(vec!["http://10.2.3.4:9090".into()]),
+            ..Scenario::default()
+        };
+        let err = RunConfig::build(s.clone(), options()).expect_err("remote metrics");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].starts_with("metrics URL:") && err.problems[0].contains("--allow-remote"));
+        let allowed = RunOptions {
+            allow_remote: true,
+            ..options()
+        };
+        assert!(RunConfig::build(s, allowed).is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! connection per virtual user (`user`, `conn`), sends on a fixed schedule (`schedule`) while
 //! measuring connect, ack and delivery latency from planned times into HDR histograms (`stats`),
 //! then drains, pages every conversation's history (`history`) and reconciles it with what was
-//! acknowledged and delivered (`checker`, `tracker`). `runner` orchestrates the phases;
+//! acknowledged and delivered (`checker`, `tracker`). Against a cluster, users and history reads
+//! move to the next target when a node fails (`failover`). `runner` orchestrates the phases;
 //! `summary` and `report` write summary.json and report.html. The binary (`main.rs`) is the
 //! command line around `runner::run`.
 
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod env_info;
+pub mod failover;
 pub mod history;
 pub mod http;
 pub mod plan;

@@ -49,7 +49,12 @@ struct RunArgs {
     /// Target node, repeatable; users are spread round-robin. Default http://127.0.0.1:8080.
     #[arg(long = "url", value_name = "URL")]
     urls: Vec<String>,
-    /// Refuse nothing: allow targets outside 127.0.0.0/8 and ::1.
+    /// Scrape server CPU and memory here instead of each target's /metrics (e.g. a cluster
+    /// node's internal listener), repeatable; http://HOST:PORT[/PATH], the path defaulting to
+    /// /metrics. Need not match the --url count.
+    #[arg(long = "metrics-url", value_name = "URL")]
+    metrics_urls: Vec<String>,
+    /// Refuse nothing: allow targets and metrics URLs outside 127.0.0.0/8 and ::1.
     #[arg(long)]
     allow_remote: bool,
     /// Administrator that provisions the users (default admin).
@@ -139,6 +144,7 @@ impl RunArgs {
         let flags = Scenario {
             name: self.name.clone(),
             urls: non_empty(&self.urls),
+            metrics_urls: non_empty(&self.metrics_urls),
             admin_user: self.admin_user.clone(),
             users: self.users,
             connect_rate: self.connect_rate,
@@ -175,14 +181,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<u8> {
+/// The scenario file overlaid with the flags, validated.
+fn config(args: &RunArgs) -> anyhow::Result<RunConfig> {
     let options = RunOptions {
         admin_password: args.admin_password.clone(),
         allow_remote: args.allow_remote,
         fail_on_correctness: !args.no_fail_on_correctness,
         default_prefix: format!("lt{:08x}", rand::random::<u32>()),
     };
-    let config = RunConfig::build(args.scenario()?, options)?;
+    Ok(RunConfig::build(args.scenario()?, options)?)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let config = config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -206,4 +217,54 @@ fn write_outputs(dir: &Path, summary: &Summary) -> anyhow::Result<()> {
     let path = dir.join("report.html");
     std::fs::write(&path, report::html(summary)).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = ["roost-loadtest", "run"].iter().chain(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(args) => args,
+        }
+    }
+
+    #[test]
+    fn metrics_urls_are_repeatable_and_independent_of_the_targets() {
+        let args = run_args(&[
+            "--url",
+            "http://127.0.0.1:8080",
+            "--metrics-url",
+            "http://127.0.0.1:9090",
+            "--metrics-url",
+            "http://[::1]:9091/internal/metrics",
+        ]);
+        assert_eq!(args.metrics_urls.len(), 2);
+        let config = config(&args).expect("valid");
+        assert_eq!(config.targets.len(), 1);
+        let paths: Vec<_> = config.metrics.iter().map(|m| m.path.as_str()).collect();
+        assert_eq!(paths, vec!["/metrics", "/internal/metrics"]);
+    }
+
+    #[test]
+    fn a_remote_metrics_url_needs_allow_remote() {
+        let refused = config(&run_args(&["--metrics-url", "http://192.0.2.9:9090"])).expect_err("remote");
+        assert!(format!("{refused:#}").contains("--allow-remote"), "{refused:#}");
+        let allowed = config(&run_args(&["--metrics-url", "http://192.0.2.9:9090", "--allow-remote"]));
+        assert_eq!(allowed.expect("allowed").metrics[0].target.url, "http://192.0.2.9:9090");
+    }
+
+    #[test]
+    fn without_metrics_urls_the_targets_are_scraped() {
+        let config = config(&run_args(&[
+            "--url",
+            "http://127.0.0.1:8080",
+            "--url",
+            "http://127.0.0.1:8081",
+        ]))
+        .expect("valid");
+        let scraped: Vec<_> = config.metrics.iter().map(|m| m.target.url.as_str()).collect();
+        assert_eq!(scraped, vec!["http://127.0.0.1:8080", "http://127.0.0.1:8081"]);
+    }
 }

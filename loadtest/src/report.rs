@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::failover::TargetStats;
 use crate::stats::series::IntervalPoint;
 use crate::stats::series::LatencySummary;
 use crate::summary::Summary;
@@ -71,6 +72,9 @@ pub fn key_rows(s: &Summary) -> Vec<(String, String)> {
             ),
         ),
     ];
+    if r.targets.len() > 1 {
+        rows.push(("targets".to_owned(), target_counts(&r.targets)));
+    }
     if let Some(busy) = r.loader.cpu_utilization_window {
         rows.push(("load generator".to_owned(), format!("{busy:.2} cores busy in window")));
     }
@@ -88,6 +92,20 @@ pub fn key_rows(s: &Summary) -> Vec<(String, String)> {
         ));
     }
     rows
+}
+
+/// `url: connects (reconnects, failovers away)` per target, for runs against several nodes.
+fn target_counts(targets: &[TargetStats]) -> String {
+    targets
+        .iter()
+        .map(|t| {
+            format!(
+                "{}: {} connects ({} reconnects, {} failovers away)",
+                t.url, t.connects, t.reconnects, t.failovers_away
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn latency_rows(s: &Summary) -> Vec<(&'static str, Option<LatencySummary>)> {

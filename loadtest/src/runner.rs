@@ -4,8 +4,9 @@
 //! time and syncs; 3 send on the schedule (warmup, then the measurement window, which starts on
 //! a whole second of the time series), with churn if asked; 4 drain until nothing is in flight
 //! and deliveries have been quiet for a second (at most `drain_secs`); 5 stop the users, page
-//! every history and run the checker; 6 build the summary. `/metrics` is scraped before and
-//! after the ramp and at both ends of the window.
+//! every history and run the checker; 6 build the summary. `/metrics` (of the targets, or of
+//! the `--metrics-url` endpoints) is scraped before and after the ramp and at both ends of the
+//! window.
 
 use std::sync::atomic::AtomicU8;
 use std::sync::atomic::AtomicUsize;
@@ -27,6 +28,7 @@ use crate::checker::Evidence;
 use crate::clock::Clock;
 use crate::config::RunConfig;
 use crate::env_info::Environment;
+use crate::failover::PerTarget;
 use crate::history;
 use crate::history::HistoryError;
 use crate::plan::Plan;
@@ -110,7 +112,7 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
     let shards = (std::thread::available_parallelism().map_or(2, |n| n.get()) * 4).clamp(4, 32);
     let recorder = Arc::new(Recorder::new(shards, clock));
     let mut cost = summary::ServerCost {
-        before_ramp: scrape::scrape(&config.targets).await,
+        before_ramp: scrape::scrape(&config.metrics).await,
         ..summary::ServerCost::default()
     };
     let (start_tx, start_rx) = watch::channel(None);
@@ -124,6 +126,8 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
         send_start: start_rx,
         stop: stop_rx,
         ready: AtomicUsize::new(0),
+        targets: config.targets.clone(),
+        per_target: PerTarget::new(config.targets.len()),
     });
 
     // Ramp.
@@ -145,7 +149,7 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
     }
     let ramp_secs = series_start.elapsed().as_secs_f64();
     let connected = shared.ready.load(Ordering::Relaxed);
-    cost.after_ramp = scrape::scrape(&config.targets).await;
+    cost.after_ramp = scrape::scrape(&config.metrics).await;
 
     // Send: start on a whole second of the series, at least 200 ms from now.
     let mut whole = series_start.elapsed().as_secs() + 1;
@@ -162,11 +166,11 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
     phase.store(WARMUP, Ordering::Relaxed);
     tokio::time::sleep_until(window_start.into()).await;
     phase.store(MEASURE, Ordering::Relaxed);
-    cost.window_start = scrape::scrape(&config.targets).await;
+    cost.window_start = scrape::scrape(&config.metrics).await;
     let loader_cpu_start = scrape::own_cpu_seconds();
     tokio::time::sleep_until(window_end.into()).await;
     let loader_cpu = scrape::own_cpu_seconds().zip(loader_cpu_start).map(|(b, a)| b - a);
-    cost.window_end = scrape::scrape(&config.targets).await;
+    cost.window_end = scrape::scrape(&config.metrics).await;
     phase.store(DRAIN, Ordering::Relaxed);
     churn.abort();
 
@@ -186,6 +190,7 @@ async fn run_phases(config: RunConfig, quiet: bool) -> Result<Summary, RunError>
     }
     let verdict = check(&config, &plan, &provisioned, reports, settled).await?;
     let mut results = results(&config, &recorder, &series, verdict, cost, connected, ramp_secs);
+    results.targets = shared.per_target.snapshot(&config.targets);
     results.loader = summary::LoaderCost {
         cpu_seconds_window: loader_cpu,
         cpu_utilization_window: loader_cpu.map(|c| c / config.duration_secs.max(1) as f64),
@@ -232,7 +237,7 @@ fn spawn_users(
         let spec = UserSpec {
             index,
             token: u.token.clone(),
-            target: config.targets[u.target].clone(),
+            target: u.target,
             conversations: plan.memberships[index].iter().map(|&c| ids[c]).collect(),
             streams: plan
                 .slots_of(index)
@@ -368,5 +373,6 @@ fn results(
         correctness,
         server,
         loader: summary::LoaderCost::default(),
+        targets: Vec::new(),
     }
 }

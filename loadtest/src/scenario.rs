@@ -71,6 +71,9 @@ pub struct Scenario {
     pub description: Option<String>,
     /// Target nodes (`http://127.0.0.1:8080`); users are spread over them round-robin.
     pub urls: Option<Vec<String>>,
+    /// Where to scrape `/metrics` instead of the targets (e.g. cluster nodes' internal listeners);
+    /// `http://HOST:PORT[/PATH]`, the path defaulting to `/metrics`.
+    pub metrics_urls: Option<Vec<String>>,
     /// Administrator who provisions the users (`POST /v1/admin/users`).
     pub admin_user: Option<String>,
     /// Virtual users, one WebSocket connection each.
@@ -139,6 +142,7 @@ impl Scenario {
             name: over.name.or(self.name),
             description: over.description.or(self.description),
             urls: over.urls.filter(|u| !u.is_empty()).or(self.urls),
+            metrics_urls: over.metrics_urls.filter(|u| !u.is_empty()).or(self.metrics_urls),
             admin_user: over.admin_user.or(self.admin_user),
             users: over.users.or(self.users),
             connect_rate: over.connect_rate.or(self.connect_rate),
@@ -170,6 +174,7 @@ mod tests {
             r#"
             name = "fanout"
             urls = ["http://127.0.0.1:8080"]
+            metrics_urls = ["http://127.0.0.1:9090", "http://127.0.0.1:9091/metrics"]
             users = 2000
             connect_rate = 500.0
             groups = ["100x20", "10 x 3"]
@@ -181,6 +186,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(s.users, Some(2000));
+        assert_eq!(s.metrics_urls.as_ref().map(Vec::len), Some(2));
         assert_eq!(
             s.groups,
             Some(vec![

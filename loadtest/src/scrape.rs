@@ -1,10 +1,64 @@
 //! Server cost: scrapes each target's `/metrics` (Prometheus text) for the process CPU time and
 //! resident memory the node reports (`process_cpu_seconds_total`,
-//! `process_resident_memory_bytes`), summed over the targets. A node that does not export them
+//! `process_resident_memory_bytes`), summed over the endpoints. A node that does not export them
 //! yields `None`, and the report omits the derived numbers rather than guessing.
+//!
+//! A cluster node serves `/metrics` on its internal listener, not the public one, so the
+//! endpoints can be given apart from the targets (`--metrics-url`, `metrics_urls`): a
+//! `MetricsEndpoint` is a URL with an optional path (default `/metrics`), under the same
+//! loopback rule as targets.
 
 use crate::http::HttpClient;
 use crate::target::Target;
+use crate::target::TargetError;
+
+/// Where one node's Prometheus metrics are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsEndpoint {
+    pub target: Target,
+    /// Request path, `/metrics` unless the URL names another.
+    pub path: String,
+}
+
+impl MetricsEndpoint {
+    /// Parse `http://host[:port][/path]` (no path or `/` means `/metrics`), resolve it, and apply
+    /// the loopback guard of targets.
+    pub fn resolve(url: &str, allow_remote: bool) -> Result<MetricsEndpoint, TargetError> {
+        let after_scheme = url.find("://").map_or(0, |i| i + 3);
+        let (base, path) = match url[after_scheme..].find('/') {
+            Some(i) => url.split_at(after_scheme + i),
+            None => (url, ""),
+        };
+        if path.contains(char::is_whitespace) {
+            return Err(TargetError::Malformed { url: url.to_owned() });
+        }
+        let target = Target::resolve(base, allow_remote).map_err(|e| with_url(e, url))?;
+        let path = match path.trim_end_matches('/') {
+            "" => "/metrics".to_owned(),
+            p => p.to_owned(),
+        };
+        Ok(MetricsEndpoint { target, path })
+    }
+
+    /// A target's own `/metrics`.
+    pub fn of_target(target: &Target) -> MetricsEndpoint {
+        MetricsEndpoint {
+            target: target.clone(),
+            path: "/metrics".to_owned(),
+        }
+    }
+}
+
+/// Name the whole metrics URL (with its path) in an error about its base.
+fn with_url(error: TargetError, url: &str) -> TargetError {
+    let url = url.to_owned();
+    match error {
+        TargetError::Malformed { .. } => TargetError::Malformed { url },
+        TargetError::UnsupportedScheme { .. } => TargetError::UnsupportedScheme { url },
+        TargetError::Remote { addr, .. } => TargetError::Remote { url, addr },
+        other => other,
+    }
+}
 
 /// CPU seconds (user + system) this process has used, from /proc/self/stat; `None` elsewhere.
 pub fn own_cpu_seconds() -> Option<f64> {
@@ -48,15 +102,15 @@ fn add(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(a? + b?)
 }
 
-/// Scrape every target; a target that cannot be scraped makes the sums `None`.
-pub async fn scrape(targets: &[Target]) -> ServerSample {
+/// Scrape every endpoint; one that cannot be scraped makes the sums `None`.
+pub async fn scrape(endpoints: &[MetricsEndpoint]) -> ServerSample {
     let mut total = ServerSample {
         cpu_seconds: Some(0.0),
         rss_bytes: Some(0.0),
     };
-    for target in targets {
-        let mut client = HttpClient::new(target.clone());
-        let sample = match client.raw("GET", "/metrics", None, None).await {
+    for endpoint in endpoints {
+        let mut client = HttpClient::new(endpoint.target.clone());
+        let sample = match client.raw("GET", &endpoint.path, None, None).await {
             Ok((200, body)) => parse(&String::from_utf8_lossy(&body)),
             _ => ServerSample::default(),
         };
@@ -83,6 +137,41 @@ mod tests {
             }
         );
         assert_eq!(parse("roost_api_ws_connections 3\n"), ServerSample::default());
+    }
+
+    #[test]
+    fn metrics_urls_default_to_the_metrics_path() {
+        let e = MetricsEndpoint::resolve("http://127.0.0.1:9091", false).expect("loopback");
+        assert_eq!(
+            (e.target.url.as_str(), e.path.as_str()),
+            ("http://127.0.0.1:9091", "/metrics")
+        );
+        let e = MetricsEndpoint::resolve("http://127.0.0.1:9091/", false).expect("trailing slash");
+        assert_eq!(e.path, "/metrics");
+        let e = MetricsEndpoint::resolve("http://[::1]:9091/internal/metrics", false).expect("path");
+        assert_eq!(
+            (e.target.authority.as_str(), e.path.as_str()),
+            ("[::1]:9091", "/internal/metrics")
+        );
+        assert_eq!(MetricsEndpoint::of_target(&e.target).path, "/metrics");
+    }
+
+    #[test]
+    fn remote_metrics_urls_need_allow_remote() {
+        let err = MetricsEndpoint::resolve("http://10.0.0.7:9091/metrics", false).expect_err("remote");
+        assert!(matches!(err, TargetError::Remote { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("--allow-remote") && text.contains("10.0.0.7:9091/metrics"),
+            "{text}"
+        );
+        assert!(MetricsEndpoint::resolve("http://10.0.0.7:9091/metrics", true).is_ok());
+        assert!(matches!(
+            MetricsEndpoint::resolve("https://127.0.0.1:9091", false),
+            Err(TargetError::UnsupportedScheme { .. })
+        ));
+        assert!(MetricsEndpoint::resolve("127.0.0.1:9091", false).is_err());
+        assert!(MetricsEndpoint::resolve("http://127.0.0.1:x/metrics", false).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::checker::Verdict;
 use crate::config::RunConfig;
 use crate::env_info::Environment;
+use crate::failover::TargetStats;
 use crate::provision::SetupTimings;
 use crate::scrape::ServerSample;
 use crate::stats::recorder::Counts;
@@ -81,6 +82,8 @@ pub struct Results {
     pub correctness: Verdict,
     pub server: ServerCost,
     pub loader: LoaderCost,
+    /// Connections, reconnects and failovers per target node, in `config.urls` order.
+    pub targets: Vec<TargetStats>,
 }
 
 /// What the load generator itself spent in the window: on a shared machine, a loader near

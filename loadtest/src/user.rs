@@ -3,6 +3,10 @@
 //! reconnects (on churn or when the server closes) and syncs from its cursors, and at the end
 //! hands back everything the checker needs.
 //!
+//! With several targets, a user whose connection fails or is closed by the server reconnects to
+//! the next target in the list (`failover::next_target`, round robin from its own), with the
+//! usual backoff after a failed connect; churn, a close the loader asked for, keeps the target.
+//!
 //! Sends never wait for acks: each due message is written at once, and one that falls due while
 //! the user is disconnected is written right after the reconnect, its latency still measured
 //! from the planned time. A send is *pending* until acked or given up; pending sends are
@@ -27,7 +31,10 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::checker::AckRecord;
 use crate::conn;
 use crate::conn::Conn;
+use crate::conn::ConnectError;
 use crate::conn::ReaderMsg;
+use crate::failover;
+use crate::failover::PerTarget;
 use crate::schedule::Schedule;
 use crate::schedule::StreamCursor;
 use crate::stats::recorder::Latency;
@@ -45,6 +52,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const MAX_ACK_WAIT: Duration = Duration::from_secs(60);
 /// How often pending sends are checked for retries and ack timeouts (only while any are pending).
 const UPKEEP_EVERY: Duration = Duration::from_millis(50);
+/// Wait before the first reconnect after a failed connect; it doubles per failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What every user shares.
 #[derive(Debug)]
@@ -59,6 +69,10 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// Users connected and synced for the first time.
     pub ready: AtomicUsize,
+    /// Every target node; `UserSpec::target` indexes it.
+    pub targets: Vec<Target>,
+    /// Connections, reconnects and failovers per target.
+    pub per_target: PerTarget,
 }
 
 /// One user's part of the plan.
@@ -66,7 +80,8 @@ pub struct Shared {
 pub struct UserSpec {
     pub index: usize,
     pub token: String,
-    pub target: Target,
+    /// Index in `Shared::targets` of the node the user connects to first.
+    pub target: usize,
     /// Server ids of the user's conversations.
     pub conversations: Vec<u64>,
     /// (slot, server conversation id) of each stream this user sends.
@@ -101,7 +116,10 @@ struct Pending {
 
 enum SessionEnd {
     Stopped,
-    Reconnect,
+    /// Closed on purpose (churn): reconnect to the same target.
+    Churned,
+    /// Closed by the server, lost, or unwritable: reconnect to the next target.
+    Lost,
 }
 
 struct VirtualUser {
@@ -145,44 +163,77 @@ impl VirtualUser {
     async fn run(mut self, mut churn: mpsc::Receiver<Churn>) -> UserReport {
         let mut stop = self.shared.stop.clone();
         let mut planned = self.spec.connect_at;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
+        let mut target = self.spec.target;
+        let mut reconnect = false;
         loop {
-            tokio::select! {
-                _ = sleep_until(planned.into()) => {}
-                _ = stopped(&mut stop) => break,
-            }
-            let recorder = Arc::clone(&self.shared.recorder);
-            let opened = tokio::select! {
-                opened = conn::open(&self.spec.target, &self.spec.token, &self.cursors, recorder, self.shard()) => opened,
-                _ = stopped(&mut stop) => break,
+            let Some(opened) = self.attempt(target, planned, &mut stop).await else {
+                break;
             };
             let connection = match opened {
                 Ok(c) => c,
                 Err(e) => {
                     self.shared.recorder.error(self.shard(), &e.code());
+                    target = self.fail_over(target);
                     planned = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
-            let clock = *self.shared.recorder.clock();
-            self.shared
-                .recorder
-                .latency(self.shard(), Latency::Connect, clock.ns_at(planned), clock.now_ns());
-            self.shared.recorder.count(self.shard(), |c| c.connects += 1);
+            backoff = FIRST_BACKOFF;
+            self.record_connect(target, planned, reconnect);
+            reconnect = true;
             self.shared.recorder.open.fetch_add(1, Ordering::Relaxed);
             let end = self.session(connection, &mut churn).await;
             self.shared.recorder.open.fetch_sub(1, Ordering::Relaxed);
+            planned = Instant::now();
             match end {
                 SessionEnd::Stopped => {
                     self.report.connected_at_end = true;
                     break;
                 }
-                SessionEnd::Reconnect => planned = Instant::now(),
+                SessionEnd::Churned => {}
+                SessionEnd::Lost => target = self.fail_over(target),
             }
         }
         self.finish()
+    }
+
+    /// Wait until `planned`, then connect to `target` and send the first `sync`; `None` once the
+    /// run stops.
+    async fn attempt(
+        &self,
+        target: usize,
+        planned: Instant,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Result<Conn, ConnectError>> {
+        tokio::select! {
+            _ = sleep_until(planned.into()) => {}
+            _ = stopped(stop) => return None,
+        }
+        let recorder = Arc::clone(&self.shared.recorder);
+        let node = &self.shared.targets[target];
+        tokio::select! {
+            opened = conn::open(node, &self.spec.token, &self.cursors, recorder, self.shard()) => Some(opened),
+            _ = stopped(stop) => None,
+        }
+    }
+
+    /// The target to try after `from` failed; counts the move when there is somewhere to go.
+    fn fail_over(&self, from: usize) -> usize {
+        let next = failover::next_target(from, self.shared.targets.len());
+        if next != from {
+            self.shared.per_target.failed_over(from);
+        }
+        next
+    }
+
+    fn record_connect(&self, target: usize, planned: Instant, reconnect: bool) {
+        let recorder = &self.shared.recorder;
+        let clock = *recorder.clock();
+        recorder.latency(self.shard(), Latency::Connect, clock.ns_at(planned), clock.now_ns());
+        recorder.count(self.shard(), |c| c.connects += 1);
+        self.shared.per_target.connected(target, reconnect);
     }
 
     fn finish(mut self) -> UserReport {
@@ -207,14 +258,14 @@ impl VirtualUser {
         let end = loop {
             if !ok {
                 self.shared.recorder.error(self.shard(), "write_failed");
-                break SessionEnd::Reconnect;
+                break SessionEnd::Lost;
             }
             let start = *send_start.borrow();
             let next_due = start.and_then(|s| self.next_due(s));
             tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => break SessionEnd::Stopped,
-                Some(Churn) = churn.recv() => break SessionEnd::Reconnect,
+                Some(Churn) = churn.recv() => break SessionEnd::Churned,
                 message = connection.from_reader.recv() => {
                     let closed = match message {
                         Some(ReaderMsg::Closed { code }) => Some(code),
@@ -227,7 +278,7 @@ impl VirtualUser {
                     if let Some(code) = closed {
                         let code = code.map_or_else(|| "connection_lost".to_owned(), |c| format!("closed_{c}"));
                         self.shared.recorder.error(self.shard(), &code);
-                        break SessionEnd::Reconnect;
+                        break SessionEnd::Lost;
                     }
                 }
                 _ = sleep_until(next_due.unwrap_or_else(far_future).into()), if next_due.is_some() => {

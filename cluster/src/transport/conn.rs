@@ -2,9 +2,10 @@
 //! writer's batching (everything queued goes into one buffer, one write, one flush).
 //!
 //! The dialing side speaks first: it sends its hello and waits for the peer's; the accepting side
-//! checks the dialer's hello and answers with its own or with a refusal frame
-//! (`KIND_RESPONSE_ERR`, correlation 0) before closing. Nothing else is sent before the hellos, so
-//! a refused peer never gets a frame of ours to the layers above.
+//! checks the dialer's hello (and that the dialer's client certificate is valid for the node id
+//! it claims) and answers with its own or with a refusal frame (`KIND_RESPONSE_ERR`,
+//! correlation 0) before closing. Nothing else is sent before the hellos, so a refused peer never
+//! gets a frame of ours to the layers above.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -14,6 +15,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use bytes::BytesMut;
 use roost_engine::ids::NodeId;
+use rustls_pki_types::CertificateDer;
 use tokio::io::AsyncRead;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
@@ -24,6 +26,7 @@ use super::frame;
 use super::frame::Frame;
 use super::frame::Hello;
 use super::lock;
+use super::tls;
 use super::Outgoing;
 use super::Reply;
 use super::Shared;
@@ -143,10 +146,12 @@ pub(super) async fn client_hello<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((hello, buf))
 }
 
-/// Acceptor's side: read the dialer's hello, refuse it or answer with ours.
+/// Acceptor's side: read the dialer's hello, refuse it or answer with ours. `peer_cert` is the
+/// dialer's end-entity certificate: it must be valid for the node id the hello claims.
 pub(super) async fn server_hello<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     shared: &Shared,
+    peer_cert: Option<&CertificateDer<'_>>,
 ) -> Result<(Hello, BytesMut), TransportError> {
     let mut buf = BytesMut::new();
     let first = read_frame(stream, &mut buf).await?;
@@ -158,7 +163,10 @@ pub(super) async fn server_hello<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(TransportError::Protocol(why));
         }
     };
-    if let Err(why) = shared.check_hello(&hello) {
+    let checked = shared
+        .check_hello(&hello)
+        .and_then(|()| tls::check_peer_node(peer_cert, NodeId(hello.node_id)));
+    if let Err(why) = checked {
         write_frame(stream, frame::KIND_RESPONSE_ERR, why.as_bytes()).await?;
         return Err(TransportError::Refused(why));
     }

@@ -17,6 +17,12 @@
 //! the next connection. Every connection opens with a [`frame::Hello`] both ways; a different
 //! wire version or cluster id is refused with an error frame and closed.
 //!
+//! Identity: both ends present a certificate of the cluster CA ([`tls`]). A dialer verifies the
+//! node it meant to reach by the server name `roost-node-<id>`; an acceptor refuses (same error
+//! frame, then closes, with a warning naming the claimed id and no `peer_up`) a dialer whose
+//! hello claims a node id its client certificate is not valid for as `roost-node-<id>`. So a
+//! node's certificate cannot speak for another node, inbound or outbound.
+//!
 //! Liveness: `peer_up` is called when the first connection (either direction) to a node
 //! completes its hello, `peer_down` when the last one drops. A node that restarted is noticed by
 //! its new hello incarnation: its stale connections no longer count and the handler sees

@@ -1,5 +1,6 @@
-//! The accept loop and inbound connections: TLS with a required client certificate, the hello,
-//! then requests and one-way messages handed to the `InboundHandler` in frame order.
+//! The accept loop and inbound connections: TLS with a required client certificate, the hello
+//! (refused unless that certificate is valid for `roost-node-<claimed id>`), then requests and
+//! one-way messages handed to the `InboundHandler` in frame order.
 //!
 //! Each inbound connection is one task running its reader and its writer side by side. The
 //! reader calls the handler synchronously per frame (that is the ordering guarantee); the
@@ -68,7 +69,14 @@ async fn serve(shared: &Arc<Shared>, tcp: TcpStream) -> TransportError {
     let acceptor = TlsAcceptor::from(shared.tls.server_config());
     let opening = async {
         let mut stream = acceptor.accept(tcp).await?;
-        let (hello, buf) = conn::server_hello(&mut stream, shared).await?;
+        // The verifier required a certificate chained to the cluster CA; its leaf comes first.
+        let peer_cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .cloned();
+        let (hello, buf) = conn::server_hello(&mut stream, shared, peer_cert.as_ref()).await?;
         Ok::<_, TransportError>((stream, hello, buf))
     };
     let (stream, hello, mut read_buf) = match tokio::time::timeout(shared.request_timeout, opening).await {

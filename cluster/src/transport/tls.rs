@@ -6,6 +6,9 @@
 //! chain and name against it. The client dials a known node by the name `roost-node-<id>` (every
 //! node certificate carries it, see `certs`), so a node reached at a stale address cannot
 //! impersonate another; an address-only dial (joining through a seed) checks the address's host.
+//! The accepting side checks the converse: the node id a dialer claims in its hello must be a
+//! name its client certificate is valid for ([`check_peer_node`]), so one node's certificate
+//! cannot speak for another node.
 //! TLS 1.3 only (both ends are Roost), ring provider chosen explicitly, no 0-RTT.
 
 use std::path::Path;
@@ -127,6 +130,18 @@ pub fn server_name(node: Option<NodeId>, addr: &str) -> Result<ServerName<'stati
     ServerName::try_from(name).map_err(|_| TransportError::InvalidAddress(addr.to_owned()))
 }
 
+/// Whether `cert`, the end-entity certificate an inbound peer presented, is valid for the name
+/// `roost-node-<node>` of the node id it claims; the reason is what the refusal frame says.
+pub(super) fn check_peer_node(cert: Option<&CertificateDer<'_>>, node: NodeId) -> Result<(), String> {
+    let name = node_server_name(node);
+    let cert = cert.ok_or_else(|| format!("claimed node id {node} without a client certificate"))?;
+    let cert = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| format!("claimed node id {node}; cannot read the client certificate: {e}"))?;
+    let server_name = ServerName::try_from(name.as_str()).map_err(|e| format!("{name:?}: {e}"))?;
+    cert.verify_is_valid_for_subject_name(&server_name)
+        .map_err(|_| format!("claimed node id {node}, but the client certificate is not valid for {name}"))
+}
+
 /// `host` of `host:port` or `[v6]:port` (the whole string if there is no port).
 fn host_of(addr: &str) -> &str {
     let host = match addr.rsplit_once(':') {
@@ -155,5 +170,18 @@ mod tests {
         let by_ip = server_name(None, "10.1.2.3:7000").expect("name");
         assert!(matches!(by_ip, ServerName::IpAddress(_)));
         assert!(server_name(None, "not a host:1").is_err());
+    }
+
+    #[test]
+    fn a_node_certificate_speaks_only_for_its_own_node_id() {
+        let ca = crate::certs::make_ca("tls-test").expect("ca");
+        let (pem, _) = crate::certs::make_node_cert(&ca, NodeId(2), &[]).expect("node cert");
+        let cert = CertificateDer::from_pem_slice(pem.as_bytes()).expect("der");
+        assert_eq!(check_peer_node(Some(&cert), NodeId(2)), Ok(()));
+        let other = check_peer_node(Some(&cert), NodeId(3)).expect_err("node 2's certificate claiming node 3");
+        assert!(other.contains("node id 3") && other.contains("roost-node-3"), "{other}");
+        assert!(check_peer_node(None, NodeId(2)).is_err());
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        assert!(check_peer_node(Some(&garbage), NodeId(2)).is_err());
     }
 }
