@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use crate::common::open_direct;
+use crate::common::WsClient;
 use crate::harness::Net;
 use crate::harness::TestCluster;
 use crate::traffic::Peer;
@@ -134,4 +136,38 @@ async fn a_member_reconnecting_to_another_node_syncs_what_it_missed_without_a_ga
         vec![3, 1]
     );
     assert_acks_dense(&workload, &peers);
+}
+
+#[actix_rt::test]
+async fn presence_and_typing_reach_a_member_connected_to_another_node() {
+    let mut cluster = TestCluster::start(2, Net::Loopback).await;
+    let users = cluster.users(&["presence_a".to_owned(), "presence_b".to_owned()]).await;
+    let [(_, alice_token), (bob_id, bob_token)] = [users[0].clone(), users[1].clone()];
+    let (node1, node2) = (&cluster.nodes[&1].handle, &cluster.nodes[&2].handle);
+    let direct = open_direct(node1, &alice_token, bob_id).await;
+    let mut alice = WsClient::connect(node1, &alice_token).await;
+    // Let node 1's announcement that alice is connected there reach node 2 (advisory events are
+    // not re-read from the store, unlike timeline events).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut bob = WsClient::connect(node2, &bob_token).await;
+    let presence = alice.next_of("presence").await;
+    assert_eq!(
+        (presence["user"].as_u64(), presence["online"].as_bool()),
+        (Some(bob_id), Some(true)),
+        "bob's presence on node 2 reaches alice on node 1"
+    );
+    bob.send(serde_json::json!({"type": "typing", "conversation": direct}))
+        .await;
+    let typing = alice.next_of("typing").await;
+    assert_eq!(
+        typing["user"], bob_id,
+        "typing crosses nodes through the conversation's owner"
+    );
+    drop(bob);
+    let presence = alice.next_of("presence").await;
+    assert_eq!(
+        (presence["user"].as_u64(), presence["online"].as_bool()),
+        (Some(bob_id), Some(false))
+    );
 }

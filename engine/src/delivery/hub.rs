@@ -130,8 +130,11 @@ impl SessionHub {
             contacts_of(store.as_ref(), user, max_members).await
         };
         ctx.spawn(lookup.into_actor(self).map(move |contacts, hub, ctx| {
-            let users: Vec<UserId> = contacts.into_iter().collect();
-            hub.deliver_to(&users, &Outbound::Ephemeral { bytes }, ctx);
+            let users: Arc<[UserId]> = contacts.into_iter().collect();
+            let item = Outbound::Ephemeral { bytes };
+            // Contacts connected to other nodes of a cluster hear of it too (one envelope per node).
+            hub.remote.fan_out(&users, &item);
+            hub.deliver_to(&users, &item, ctx);
         }));
     }
 
