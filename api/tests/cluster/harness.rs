@@ -20,6 +20,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use roost_cluster::shard_of;
+use roost_cluster::ClusterConfig;
 use roost_engine::ids::ConversationId;
 use serde_json::Value;
 
@@ -35,20 +36,9 @@ const MAX_NODES: u64 = 5;
 /// Ports inside a namespace (each node has its own address there).
 const NS_PORTS: (u16, u16, u16) = (8080, 8081, 7070);
 
-/// The `[cluster.control]` timings of every test node.
-pub struct Timing {
-    pub shard_count: u32,
-    pub lease_ms: u64,
-    pub renew_ms: u64,
-    pub failure_timeout_ms: u64,
-    pub heartbeat_ms: u64,
-    pub election_min_ms: u64,
-    pub election_max_ms: u64,
-    pub rebalance_interval_ms: u64,
-}
-
-/// Lease 600 ms, failure timeout 1 s (at least lease * 1.002 + 100 ms, ARCHITECTURE.md ("Fencing across ownership changes")).
-pub const FAST: Timing = Timing {
+/// The `[cluster.control]` settings of every test node: lease 600 ms, failure timeout 1 s (at
+/// least lease * 1.002 + 100 ms, ARCHITECTURE.md ("Fencing across ownership changes")).
+pub const FAST: ClusterConfig = ClusterConfig {
     shard_count: 16,
     lease_ms: 600,
     renew_ms: 150,
@@ -61,7 +51,7 @@ pub const FAST: Timing = Timing {
 
 /// [`FAST`], or the lease, renewal and failure timeout (ms) given as
 /// `ROOST_CLUSTER_TEST_TIMING=lease,renew,failure` (to measure failover with other settings).
-fn timing() -> Timing {
+fn timing() -> ClusterConfig {
     let mut t = FAST;
     if let Ok(spec) = std::env::var("ROOST_CLUSTER_TEST_TIMING") {
         let ms: Vec<u64> = spec.split(',').filter_map(|v| v.trim().parse().ok()).collect();
@@ -312,16 +302,8 @@ impl TestCluster {
              [cluster]\nenabled = true\nnode_id = {id}\ncluster_id = \"{CLUSTER_ID}\"\npeer_listen = \"{peer}\"\n\
              advertise_peer = \"{peer}\"\nadvertise_client = \"127.0.0.1:{client}\"\n\
              ca_cert = \"{certs}/ca.pem\"\nnode_cert = \"{certs}/node-{id}.pem\"\nnode_key = \"{certs}/node-{id}.key\"\n\
-             [cluster.control]\nshard_count = {}\nlease_ms = {}\nrenew_ms = {}\nfailure_timeout_ms = {}\n\
-             heartbeat_ms = {}\nelection_min_ms = {}\nelection_max_ms = {}\nrebalance_interval_ms = {}\n",
-            t.shard_count,
-            t.lease_ms,
-            t.renew_ms,
-            t.failure_timeout_ms,
-            t.heartbeat_ms,
-            t.election_min_ms,
-            t.election_max_ms,
-            t.rebalance_interval_ms,
+             [cluster.control]\n{control}",
+            control = toml::to_string(&t).expect("control settings as TOML"),
             data = dir.join("data").display(),
             cql = self.cql.port(),
             ks = self.keyspace,
