@@ -219,7 +219,9 @@ pub fn build_state(
     topology: Topology,
 ) -> AppState {
     let workers = match config.server.engine_workers {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        // Half the cores: the HTTP workers need the other half, and with one engine worker the
+        // hub and the registry share its event loop (fewer thread hops per message).
+        0 => std::thread::available_parallelism().map_or(1, |cores| (usize::from(cores) / 2).max(1)),
         n => n,
     };
     let engine = Engine::start_with(

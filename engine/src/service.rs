@@ -128,8 +128,14 @@ impl Engine {
         let hub_store = store.clone();
         let hub_encoder = encoder.clone();
         let presence_max = config.presence_fanout_max_members;
-        let hub_arbiter = Arbiter::new().handle();
-        let registry_arbiter = Arbiter::new().handle();
+        let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
+        // One engine worker: the hub and the registry share its event loop, so a message's hops
+        // between them and its conversation actor need no thread wake-up.
+        let (hub_arbiter, registry_arbiter) = if workers.len() == 1 {
+            (workers[0].clone(), workers[0].clone())
+        } else {
+            (Arbiter::new().handle(), Arbiter::new().handle())
+        };
         let hub_remote = remote.clone();
         let hub = SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
             SessionHub::new(hub_store, hub_encoder, presence_max, hub_presence, node).with_remote(hub_remote)
@@ -142,7 +148,6 @@ impl Engine {
             remote: remote.clone(),
             placement: placement.clone(),
         });
-        let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
         let mut arbiters = workers.clone();
         arbiters.push(hub_arbiter);
         arbiters.push(registry_arbiter.clone());
