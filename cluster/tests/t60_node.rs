@@ -339,6 +339,112 @@ async fn a_restarted_member_comes_back_by_itself() {
     again.node.shutdown().await;
 }
 
+/// Three nodes (init 1, join 2 and 3), balanced, with three voters; answers the status.
+async fn three_balanced(ca: &certs::CaBundle) -> (Vec<TestNode>, ClusterStatus) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(ca, id).await);
+    }
+    let seed = nodes[0].peer_addr.clone();
+    nodes[0].node.init().await.expect("init");
+    nodes[1].node.join(&seed).await.expect("join 2");
+    nodes[2].node.join(&seed).await.expect("join 3");
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    wait_balanced(&nodes[0], &[1, 2, 3], &all, "3 balanced").await;
+    let status = eventually("three voters and a leader", || async {
+        let status = nodes[0].node.status().await.ok()?;
+        (status.members.iter().filter(|m| m.voter).count() == 3 && status.leader.is_some()).then_some(status)
+    })
+    .await;
+    (nodes, status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leader_hands_its_shards_over_and_a_new_leader_finishes() {
+    let ca = certs::make_ca("t60").expect("ca");
+    let (nodes, status) = three_balanced(&ca).await;
+    let sampler = sample(nodes.iter().map(|n| (n.id, n.placement.clone())).collect());
+    let leader = status.leader.expect("leader").0;
+    let rest: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+    let via = nodes.iter().find(|n| n.id.0 == rest[0]).expect("a follower");
+
+    // Removed through a follower, which forwards the request to the leader: the leader itself.
+    tokio::time::timeout(PATIENCE, via.node.remove(NodeId(leader)))
+        .await
+        .unwrap_or_else(|_| panic!("remove({leader}) did not finish within {PATIENCE:?}"))
+        .expect("remove the leader");
+    let serving: Vec<&TestNode> = nodes.iter().filter(|n| rest.contains(&n.id.0)).collect();
+    let status = wait_balanced(via, &rest, &serving, "the old leader's shards moved to the others").await;
+    assert!(member(&status, leader).is_none(), "{status:?}");
+    let status = eventually("a new leader among the two, which alone vote", || async {
+        let status = via.node.status().await.ok()?;
+        let voters: Vec<u64> = status.members.iter().filter(|m| m.voter).map(|m| m.id.0).collect();
+        (status.leader.is_some_and(|l| rest.contains(&l.0)) && voters == rest).then_some(status)
+    })
+    .await;
+    assert!(status.term > 0 && status.members.len() == 2, "{status:?}");
+    let old = nodes.iter().find(|n| n.id.0 == leader).expect("old leader");
+    assert!(
+        probes().into_iter().all(|c| old.placement.owner(c) != Owner::Local),
+        "the removed node serves nothing"
+    );
+
+    let samples = sampler.finish();
+    assert!(samples > 10, "the sampler ran ({samples} rounds)");
+    for node in &nodes {
+        node.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_declared_dead_rejoins_by_itself_when_it_comes_back() {
+    let ca = certs::make_ca("t60").expect("ca");
+    let (mut nodes, status) = three_balanced(&ca).await;
+    let before = sample(nodes.iter().map(|n| (n.id, n.placement.clone())).collect());
+    let leader = status.leader.expect("leader").0;
+    let victim = [1, 2, 3].into_iter().find(|&id| id != leader).expect("a follower");
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != victim).collect();
+
+    // The follower crashes: declared dead, its shards move to the two others.
+    let index = nodes.iter().position(|n| n.id.0 == victim).expect("victim");
+    let crashed = nodes.remove(index);
+    crashed.node.shutdown().await;
+    let observer = nodes.iter().find(|n| n.id.0 == leader).expect("leader node");
+    let serving: Vec<&TestNode> = nodes.iter().collect();
+    eventually("the crashed member is dead and its shards moved", || async {
+        let status = observer.node.status().await.ok()?;
+        let dead = member(&status, victim).is_some_and(|m| m.status == MemberStatus::Dead);
+        (dead && balanced(&status, &survivors) && all_served(&serving)).then_some(status)
+    })
+    .await;
+
+    // It comes back on the same data directory, with no join call: it learns it was declared
+    // dead, joins again by itself, and is given shards anew.
+    let TestNode { node, _dir: dir, .. } = crashed;
+    drop(node);
+    let again = start_node_in(&ca, victim, dir).await;
+    let after = sample(
+        nodes
+            .iter()
+            .chain([&again])
+            .map(|n| (n.id, n.placement.clone()))
+            .collect(),
+    );
+    let all: Vec<&TestNode> = nodes.iter().chain([&again]).collect();
+    let status = wait_balanced(observer, &[1, 2, 3], &all, "the returning member serves again").await;
+    assert_eq!(
+        member(&status, victim).map(|m| m.status),
+        Some(MemberStatus::Active),
+        "{status:?}"
+    );
+
+    let samples = before.finish() + after.finish();
+    assert!(samples > 10, "the samplers ran ({samples} rounds)");
+    for node in &all {
+        node.node.shutdown().await;
+    }
+}
+
 /// A clock the test moves by hand.
 #[derive(Default)]
 struct ManualClock(AtomicU64);
