@@ -219,9 +219,7 @@ pub fn build_state(
     topology: Topology,
 ) -> AppState {
     let workers = match config.server.engine_workers {
-        // Half the cores: the HTTP workers need the other half, and with one engine worker the
-        // hub and the registry share its event loop (fewer thread hops per message).
-        0 => std::thread::available_parallelism().map_or(1, |cores| (usize::from(cores) / 2).max(1)),
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
     let engine = Engine::start_with(
