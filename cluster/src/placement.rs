@@ -27,6 +27,8 @@ use roost_engine::placement::Placement;
 use tokio::sync::watch;
 
 use crate::node::lease::NodeLease;
+use crate::shard::ShardAssignment;
+use crate::shard::ShardId;
 use crate::shard::ShardMap;
 
 /// Placement from the latest applied shard map, for the node `node_id`.
@@ -67,13 +69,18 @@ impl RaftPlacement {
     }
 }
 
+impl RaftPlacement {
+    /// The conversation's shard and its assignment in the applied map, if any.
+    fn assignment(&self, conversation: ConversationId) -> Option<(ShardId, ShardAssignment)> {
+        let map = self.shard_map.borrow();
+        let shard = map.shard_of(conversation)?;
+        map.get(shard).map(|assignment| (shard, *assignment))
+    }
+}
+
 impl Placement for RaftPlacement {
     fn owner(&self, conversation: ConversationId) -> Owner {
-        let map = self.shard_map.borrow();
-        let Some(shard) = map.shard_of(conversation) else {
-            return Owner::Unassigned;
-        };
-        let Some(assignment) = map.get(shard) else {
+        let Some((shard, assignment)) = self.assignment(conversation) else {
             return Owner::Unassigned;
         };
         match assignment.owner {
@@ -87,8 +94,7 @@ impl Placement for RaftPlacement {
     }
 
     fn may_confirm(&self, conversation: ConversationId) -> bool {
-        let map = self.shard_map.borrow();
-        let Some((shard, assignment)) = map.shard_of(conversation).and_then(|s| map.get(s).map(|a| (s, a))) else {
+        let Some((shard, assignment)) = self.assignment(conversation) else {
             return false;
         };
         assignment.owner == Some(self.node_id)

@@ -24,7 +24,6 @@ use crate::conversation::registry::ConversationRegistry;
 use crate::conversation::registry::Drain;
 use crate::conversation::Deps;
 use crate::delivery::hub::Fanout;
-use crate::delivery::hub::LocalUsers;
 use crate::delivery::hub::ResyncAll;
 use crate::delivery::hub::SessionHub;
 use crate::delivery::EventEncoder;
@@ -241,11 +240,6 @@ impl Engine {
     /// node that went away, or from before an ownership change, may have been lost).
     pub fn resync_sessions(&self) {
         self.hub.do_send(ResyncAll);
-    }
-
-    /// The users connected to this node (for the other nodes' fan-out directory).
-    pub async fn local_users(&self) -> Vec<UserId> {
-        self.hub.send(LocalUsers).await.unwrap_or_default()
     }
 
     /// Stop the conversation actors `matches` selects once their in-flight appends are answered

@@ -355,19 +355,6 @@ impl Handler<ResyncAll> for SessionHub {
     }
 }
 
-/// The users with at least one connection on this node.
-#[derive(Message)]
-#[rtype(result = "Vec<UserId>")]
-pub struct LocalUsers;
-
-impl Handler<LocalUsers> for SessionHub {
-    type Result = Vec<UserId>;
-
-    fn handle(&mut self, _msg: LocalUsers, _ctx: &mut Context<Self>) -> Vec<UserId> {
-        self.connections.keys().copied().collect()
-    }
-}
-
 /// Close every connection of a user (disable) or of one session token (logout).
 #[derive(Message)]
 #[rtype(result = "usize")]
