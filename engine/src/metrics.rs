@@ -45,8 +45,8 @@ pub fn slow_consumer() {
 }
 
 /// Number of live conversation actors on this node.
-pub fn conversation_actors(count: usize) {
-    gauge!("roost_engine_conversation_actors").set(count as f64);
+pub fn conversation_actors_changed(delta: i64) {
+    gauge!("roost_engine_conversation_actors").increment(delta as f64);
 }
 
 /// Number of users with at least one connection on this node.

@@ -2,8 +2,11 @@
 //! that need more than one actor or store call (create a group, list conversations, read
 //! history for a member).
 //!
-//! Commands for one conversation go through [`Engine::submit`], which enqueues synchronously:
-//! commands submitted one after another by the same caller reach the conversation in that order.
+//! Each engine worker (an actix arbiter) runs a [`ConversationRegistry`] and a [`DeliveryShard`];
+//! a conversation belongs to the worker `id % workers`, where its registry starts its actor and
+//! its shard delivers its events. Commands for one conversation go through [`Engine::submit`],
+//! which enqueues synchronously on that registry: commands submitted one after another by the
+//! same caller reach the conversation in that order.
 //! In a cluster, `submit` sends a command whose conversation another node owns to that node
 //! ([`RemoteNodes::forward`]); the owner runs it with [`Engine::submit_local`].
 
@@ -21,11 +24,14 @@ use crate::conversation::command::ConversationView;
 use crate::conversation::command::Envelope;
 use crate::conversation::command::Reply;
 use crate::conversation::registry::ConversationRegistry;
+use crate::conversation::registry::CountActors;
 use crate::conversation::registry::Drain;
 use crate::conversation::Deps;
 use crate::delivery::hub::Fanout;
 use crate::delivery::hub::ResyncAll;
 use crate::delivery::hub::SessionHub;
+use crate::delivery::shard::DeliveryShard;
+use crate::delivery::shard::ShardFanout;
 use crate::delivery::EventEncoder;
 use crate::delivery::Outbound;
 use crate::error::ConversationError;
@@ -78,7 +84,10 @@ pub struct SyncPage {
 #[derive(Clone)]
 pub struct Engine {
     store: Arc<dyn Store>,
-    registry: Addr<ConversationRegistry>,
+    /// One per engine worker; conversation `id` goes to `registries[id % len]`.
+    registries: Arc<[Addr<ConversationRegistry>]>,
+    /// One per engine worker, beside the registry of the same index.
+    shards: Arc<[Addr<DeliveryShard>]>,
     hub: Addr<SessionHub>,
     config: Arc<EngineConfig>,
     arbiters: Arc<Vec<ArbiterHandle>>,
@@ -107,8 +116,9 @@ impl Engine {
         Self::start_with(store, encoder, config, workers, presence, topology)
     }
 
-    /// Start the hub (reporting to `presence` as `topology.node`), the registry and `workers`
-    /// arbiters for conversation actors. Must run inside an actix `System`.
+    /// Start the hub (reporting to `presence` as `topology.node`) and `workers` event loops, each
+    /// with a registry of conversation actors and a delivery shard. Must run inside an actix
+    /// `System`.
     pub fn start_with(
         store: Arc<dyn Store>,
         encoder: Arc<dyn EventEncoder>,
@@ -123,40 +133,51 @@ impl Engine {
             remote,
         } = topology;
         let config = Arc::new(config);
-        let hub_presence = presence.clone();
-        let hub_store = store.clone();
-        let hub_encoder = encoder.clone();
-        let presence_max = config.presence_fanout_max_members;
         let workers: Vec<ArbiterHandle> = (0..workers.max(1)).map(|_| Arbiter::new().handle()).collect();
-        // One engine worker: the hub and the registry share its event loop, so a message's hops
-        // between them and its conversation actor need no thread wake-up.
-        let (hub_arbiter, registry_arbiter) = if workers.len() == 1 {
-            (workers[0].clone(), workers[0].clone())
+        let shards: Vec<Addr<DeliveryShard>> = workers
+            .iter()
+            .map(|worker| DeliveryShard::start_in_arbiter(worker, |_| DeliveryShard::default()))
+            .collect();
+        // One engine worker: the hub shares its event loop, so even presence needs no hand-off.
+        let hub_arbiter = if workers.len() == 1 {
+            workers[0].clone()
         } else {
-            (Arbiter::new().handle(), Arbiter::new().handle())
+            Arbiter::new().handle()
         };
-        let hub_remote = remote.clone();
-        let hub = SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
-            SessionHub::new(hub_store, hub_encoder, presence_max, hub_presence, node).with_remote(hub_remote)
-        });
-        let deps = Arc::new(Deps {
-            store: store.clone(),
-            hub: hub.clone(),
-            encoder,
-            config: config.clone(),
-            remote: remote.clone(),
-            placement: placement.clone(),
-        });
-        let mut arbiters = workers.clone();
-        arbiters.push(hub_arbiter);
-        arbiters.push(registry_arbiter.clone());
-        let registry_placement = placement.clone();
-        let registry = ConversationRegistry::start_in_arbiter(&registry_arbiter, move |_| {
-            ConversationRegistry::new(deps, registry_placement, workers)
-        });
+        let hub = {
+            let (store, encoder, presence, remote) = (store.clone(), encoder.clone(), presence.clone(), remote.clone());
+            let presence_max = config.presence_fanout_max_members;
+            let shards = shards.clone();
+            SessionHub::start_in_arbiter(&hub_arbiter, move |_| {
+                SessionHub::new(store, encoder, presence_max, presence, node)
+                    .with_remote(remote)
+                    .with_shards(shards)
+            })
+        };
+        let registries: Vec<Addr<ConversationRegistry>> = workers
+            .iter()
+            .zip(&shards)
+            .map(|(worker, shard)| {
+                let deps = Arc::new(Deps {
+                    store: store.clone(),
+                    shard: shard.clone(),
+                    encoder: encoder.clone(),
+                    config: config.clone(),
+                    remote: remote.clone(),
+                    placement: placement.clone(),
+                });
+                let placement = placement.clone();
+                ConversationRegistry::start_in_arbiter(worker, move |_| ConversationRegistry::new(deps, placement))
+            })
+            .collect();
+        let mut arbiters = workers;
+        if arbiters.len() > 1 {
+            arbiters.push(hub_arbiter);
+        }
         Engine {
             store,
-            registry,
+            registries: registries.into(),
+            shards: shards.into(),
             hub,
             config,
             arbiters: Arc::new(arbiters),
@@ -183,8 +204,17 @@ impl Engine {
         &self.hub
     }
 
-    pub fn registry(&self) -> &Addr<ConversationRegistry> {
-        &self.registry
+    /// How many conversation actors are live on this node.
+    pub async fn count_actors(&self) -> usize {
+        let mut total = 0;
+        for registry in self.registries.iter() {
+            total += registry.send(CountActors).await.unwrap_or(0);
+        }
+        total
+    }
+
+    fn worker_of(&self, conversation: ConversationId) -> usize {
+        (conversation.0 % self.registries.len() as u64) as usize
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -223,7 +253,7 @@ impl Engine {
         command: Command,
     ) -> oneshot::Receiver<Result<Reply, ConversationError>> {
         let (reply, rx) = oneshot::channel();
-        self.registry.do_send(Envelope {
+        self.registries[self.worker_of(conversation)].do_send(Envelope {
             conversation,
             command,
             reply,
@@ -231,9 +261,15 @@ impl Engine {
         rx
     }
 
-    /// Deliver an item another node fanned out to this node's connections of `users`.
+    /// Deliver an item another node fanned out to this node's connections of `users`: an event
+    /// through the delivery shard its conversation would use here, anything else through the hub.
     pub fn deliver_local(&self, users: Arc<[UserId]>, item: Outbound) {
-        self.hub.do_send(Fanout { users, item });
+        match &item {
+            Outbound::Event { conversation, .. } => {
+                self.shards[self.worker_of(*conversation)].do_send(ShardFanout { users, item });
+            }
+            Outbound::Ephemeral { .. } | Outbound::Resync => self.hub.do_send(Fanout { users, item }),
+        }
     }
 
     /// Every local connection re-reads its live conversations from the store (events from a
@@ -244,14 +280,16 @@ impl Engine {
 
     /// Stop the conversation actors `matches` selects once their in-flight appends are answered
     /// (their shard is being handed to another node). The placement must already refuse them.
-    pub async fn drain(&self, matches: impl Fn(ConversationId) -> bool + Send + 'static) {
-        let stopping = self
-            .registry
-            .send(Drain {
-                matches: Box::new(matches),
-            })
-            .await
-            .unwrap_or_default();
+    pub async fn drain(&self, matches: impl Fn(ConversationId) -> bool + Send + Sync + 'static) {
+        let matches: Arc<dyn Fn(ConversationId) -> bool + Send + Sync> = Arc::new(matches);
+        let mut stopping = Vec::new();
+        for registry in self.registries.iter() {
+            let matches = matches.clone();
+            let drained = registry.send(Drain {
+                matches: Box::new(move |id| matches(id)),
+            });
+            stopping.extend(drained.await.unwrap_or_default());
+        }
         for actor in stopping {
             while actor.connected() {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;

@@ -230,6 +230,30 @@ async fn pipelined_sends_are_acked_dense_and_delivered_in_order() {
 }
 
 #[actix_rt::test]
+async fn a_connection_hears_the_conversations_of_every_engine_worker() {
+    // The fixture runs two engine workers; conversation ids alternate between them, and each
+    // worker's delivery shard must know the connection as soon as the hub has answered.
+    let f = Fixture::start();
+    let bob = f.user("bob").await;
+    let mut peers = Vec::new();
+    for name in ["alice", "carol", "dave", "erin"] {
+        peers.push(f.user(name).await);
+    }
+    let mut conversations = Vec::new();
+    for peer in &peers {
+        conversations.push(f.engine.open_direct(*peer, bob).await.expect("direct").id);
+    }
+    let workers: std::collections::BTreeSet<u64> = conversations.iter().map(|c| c.0 % 2).collect();
+    assert_eq!(workers.len(), 2, "the conversations cover both workers");
+    let mut bob_rx = f.connect(bob).await;
+    for (peer, conversation) in peers.iter().zip(&conversations) {
+        f.send(*conversation, *peer, "hello", "hi").await.expect("send");
+        // Seq 1 is the announcement, sent before bob connected.
+        assert_eq!(next_event(&mut bob_rx).await, (conversation.0, 2));
+    }
+}
+
+#[actix_rt::test]
 async fn a_connection_that_cannot_keep_up_is_disconnected_not_buffered() {
     let f = Fixture::start();
     let (alice, bob) = (f.user("alice").await, f.user("bob").await);
@@ -268,15 +292,11 @@ async fn idle_actors_retire_and_come_back_from_the_store() {
     let (alice, bob) = (f.user("alice").await, f.user("bob").await);
     let direct = f.engine.open_direct(alice, bob).await.expect("direct");
     let first = f.send(direct.id, alice, "before", "x").await.expect("send");
-    let count = || {
-        f.engine
-            .registry()
-            .send(roost_engine::conversation::registry::CountActors)
-    };
-    assert_eq!(count().await.expect("count"), 1);
+    let count = || f.engine.count_actors();
+    assert_eq!(count().await, 1);
     let mut retired = false;
     for _ in 0..100 {
-        if count().await.expect("count") == 0 {
+        if count().await == 0 {
             retired = true;
             break;
         }

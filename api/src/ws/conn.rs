@@ -544,8 +544,9 @@ impl Handler<Disconnect> for WsSession {
             }
             DisconnectReason::ShuttingDown => (CloseCode::Away, "server shutting down, reconnect"),
         };
-        // The hub already forgot this connection.
-        self.connection = None;
+        // `stopped` still reports the close to the hub: a delivery shard that found this
+        // connection too slow has told only this connection, and the hub ignores a connection
+        // it already forgot (kicks).
         self.close(ctx, code, why);
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use actix::Addr;
 
 use crate::config::EngineConfig;
-use crate::delivery::hub::Fanout;
-use crate::delivery::hub::SessionHub;
+use crate::delivery::shard::DeliveryShard;
+use crate::delivery::shard::ShardFanout;
 use crate::delivery::EventEncoder;
 use crate::delivery::Outbound;
 use crate::ids::UserId;
@@ -20,10 +20,11 @@ use crate::placement::Placement;
 use crate::remote::RemoteNodes;
 use crate::store::Store;
 
-/// What every conversation actor of a node shares.
+/// What the conversation actors of one engine event loop share.
 pub struct Deps {
     pub store: Arc<dyn Store>,
-    pub hub: Addr<SessionHub>,
+    /// The delivery shard of the event loop these actors run on.
+    pub shard: Addr<DeliveryShard>,
     pub encoder: Arc<dyn EventEncoder>,
     pub config: Arc<EngineConfig>,
     pub remote: Arc<dyn RemoteNodes>,
@@ -37,6 +38,6 @@ impl Deps {
     /// per node with connected recipients), then this node's sessions.
     pub fn fan_out(&self, users: Arc<[UserId]>, item: Outbound) {
         self.remote.fan_out(&users, &item);
-        self.hub.do_send(Fanout { users, item });
+        self.shard.do_send(ShardFanout { users, item });
     }
 }

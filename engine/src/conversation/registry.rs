@@ -1,10 +1,12 @@
-//! ConversationRegistry: the one path to conversation actors on this node.
+//! ConversationRegistry: the one path to the conversation actors of one engine event loop.
 //!
-//! Every command for a conversation passes through here, in order, so a connection's commands
-//! reach the conversation actor in the order it sent them, even across an actor restart. The
-//! registry starts an actor on first use (on one of a pool of arbiters, by conversation id),
-//! refuses conversations that [`Placement`] says belong to another node, answers `Overloaded`
-//! when an actor's mailbox is full, and retires actors that have been idle.
+//! Each engine worker runs one registry, and the conversations are split between them by id
+//! ([`Engine::submit`](crate::service::Engine::submit) picks the registry). Every command for a
+//! conversation passes through its registry, in order, so a connection's commands reach the
+//! conversation actor in the order it sent them, even across an actor restart. The registry starts
+//! an actor on first use on its own event loop (so handing a command to the actor wakes no other
+//! thread), refuses conversations that [`Placement`] says belong to another node, answers
+//! `Overloaded` when an actor's mailbox is full, and retires actors that have been idle.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,17 +35,15 @@ struct Entry {
 pub struct ConversationRegistry {
     deps: Arc<Deps>,
     placement: Arc<dyn Placement>,
-    arbiters: Vec<ArbiterHandle>,
     actors: HashMap<ConversationId, Entry>,
 }
 
 impl ConversationRegistry {
-    /// `arbiters` are the event loops conversation actors run on (at least one).
-    pub fn new(deps: Arc<Deps>, placement: Arc<dyn Placement>, arbiters: Vec<ArbiterHandle>) -> Self {
+    /// A registry whose actors run on the event loop it is started on, sharing `deps`.
+    pub fn new(deps: Arc<Deps>, placement: Arc<dyn Placement>) -> Self {
         Self {
             deps,
             placement,
-            arbiters,
             actors: HashMap::new(),
         }
     }
@@ -56,12 +56,7 @@ impl ConversationRegistry {
             actor_ctx.set_mailbox_capacity(capacity);
             ConversationActor::new(id, deps, Some(registry))
         };
-        let addr = if self.arbiters.is_empty() {
-            ConversationActor::create(make)
-        } else {
-            let arbiter = &self.arbiters[(id.0 as usize) % self.arbiters.len()];
-            ConversationActor::start_in_arbiter(arbiter, make)
-        };
+        let addr = ConversationActor::create(make);
         self.actors.insert(
             id,
             Entry {
@@ -69,13 +64,14 @@ impl ConversationRegistry {
                 last_used: Instant::now(),
             },
         );
-        metrics::conversation_actors(self.actors.len());
+        metrics::conversation_actors_changed(1);
         addr
     }
 
     fn sweep(&mut self) {
         let idle = self.deps.config.conversation_idle();
         let now = Instant::now();
+        let before = self.actors.len();
         self.actors.retain(|_, entry| {
             let keep = now.duration_since(entry.last_used) < idle;
             if !keep {
@@ -83,7 +79,7 @@ impl ConversationRegistry {
             }
             keep
         });
-        metrics::conversation_actors(self.actors.len());
+        metrics::conversation_actors_changed(self.actors.len() as i64 - before as i64);
     }
 }
 
@@ -122,7 +118,9 @@ impl Handler<Envelope> for ConversationRegistry {
                     return;
                 }
                 Err(SendError::Closed(back)) => {
-                    self.actors.remove(&id);
+                    if self.actors.remove(&id).is_some() {
+                        metrics::conversation_actors_changed(-1);
+                    }
                     envelope = back;
                 }
             }
@@ -147,7 +145,7 @@ impl Handler<ActorStopped> for ConversationRegistry {
     fn handle(&mut self, msg: ActorStopped, _ctx: &mut Context<Self>) {
         if self.actors.get(&msg.conversation).is_some_and(|e| e.addr == msg.addr) {
             self.actors.remove(&msg.conversation);
-            metrics::conversation_actors(self.actors.len());
+            metrics::conversation_actors_changed(-1);
         }
     }
 }
@@ -174,7 +172,7 @@ impl Handler<Drain> for ConversationRegistry {
                 stopping.push(entry.addr);
             }
         }
-        metrics::conversation_actors(self.actors.len());
+        metrics::conversation_actors_changed(-(stopping.len() as i64));
         stopping
     }
 }

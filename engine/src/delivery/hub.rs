@@ -1,9 +1,12 @@
 //! SessionHub: the node's directory of live connections, by user, and the local fan-out.
 //!
 //! Owns `user -> connections` and derives presence from it (a user is online while they have at
-//! least one connection here). Receives [`Fanout`] from conversation actors and delivers the
-//! shared bytes to every connection of every recipient with `try_send`. Kicks connections on
-//! revocation, disable, slow consumption and shutdown.
+//! least one connection here). Conversation actors deliver through the
+//! [`DeliveryShard`](super::shard::DeliveryShard) of their own event loop; the hub registers every
+//! connection with every shard before answering its `Connect`, and removes it from all of them
+//! when it goes. The hub itself delivers what has no conversation actor here ([`Fanout`]:
+//! presence, items other nodes sent) with `try_send`. Kicks connections on revocation, disable,
+//! slow consumption and shutdown.
 //!
 //! Reports to the node-independent [`PresenceDirectory`] (local or Redis): a user's first
 //! connection here, their last disconnect, and a heartbeat of everyone online here every
@@ -19,6 +22,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::shard::AddConnection;
+use super::shard::DeliveryShard;
+use super::shard::RemoveConnection;
 use super::ConnectionHandle;
 use super::Deliver;
 use super::Disconnect;
@@ -61,6 +67,7 @@ pub struct SessionHub {
     node: NodeId,
     lane: DirectoryLane,
     remote: Arc<dyn RemoteNodes>,
+    shards: Vec<Addr<DeliveryShard>>,
 }
 
 impl SessionHub {
@@ -83,6 +90,19 @@ impl SessionHub {
             node,
             lane: DirectoryLane::default(),
             remote: Arc::new(NoRemoteNodes),
+            shards: Vec::new(),
+        }
+    }
+
+    /// The delivery shards of the engine's event loops, kept in step with this hub's connections.
+    pub fn with_shards(mut self, shards: Vec<Addr<DeliveryShard>>) -> Self {
+        self.shards = shards;
+        self
+    }
+
+    fn tell_shards(&self, which: Option<(UserId, ConnectionId)>) {
+        for shard in &self.shards {
+            shard.do_send(RemoveConnection { which });
         }
     }
 
@@ -97,12 +117,22 @@ impl SessionHub {
         let Some(list) = self.connections.get_mut(&user) else {
             return false;
         };
-        list.retain(|c| !predicate(c));
-        if list.is_empty() {
+        let mut removed = Vec::new();
+        list.retain(|c| {
+            let remove = predicate(c);
+            if remove {
+                removed.push(c.id);
+            }
+            !remove
+        });
+        let emptied = list.is_empty();
+        if emptied {
             self.connections.remove(&user);
-            return true;
         }
-        false
+        for id in removed {
+            self.tell_shards(Some((user, id)));
+        }
+        emptied
     }
 
     /// A user's presence changed: remember it and tell the people who share a conversation.
@@ -288,6 +318,14 @@ impl Handler<Connect> for SessionHub {
     fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
         let id = ConnectionId(self.next_id);
         self.next_id += 1;
+        // Registered with every shard before the answer: see the shard module's invariant.
+        for shard in &self.shards {
+            shard.do_send(AddConnection {
+                user: msg.user,
+                id,
+                handle: msg.handle.clone(),
+            });
+        }
         let list = self.connections.entry(msg.user).or_default();
         let first = list.is_empty();
         list.push(Connection {
@@ -390,6 +428,7 @@ impl Handler<KickAll> for SessionHub {
             conn.handle.disconnect.do_send(Disconnect { reason: msg.reason });
             told += 1;
         }
+        self.tell_shards(None);
         for user in std::mem::take(&mut self.connections).into_keys() {
             self.lane.user_changed(user);
             self.remote.local_user(user, false);

@@ -1,12 +1,14 @@
 //! Delivery: how events reach the connections on this node.
 //!
 //! Conversation actors encode each outgoing item once (through the API's [`EventEncoder`]) and
-//! hand the bytes to the [`hub::SessionHub`], which looks up the recipients' connections and
-//! `try_send`s a [`Deliver`] to each. Connections are actors owned by the API layer; the engine
+//! hand the bytes to the [`shard::DeliveryShard`] of their event loop, which looks up the
+//! recipients' connections and `try_send`s a [`Deliver`] to each; the [`hub::SessionHub`] owns
+//! the connections and keeps every shard's copy of them current. Connections are actors owned by the API layer; the engine
 //! sees them only as [`ConnectionHandle`]s. A connection whose mailbox is full is told to
 //! [`DisconnectReason::SlowConsumer`] and resyncs from history, so no queue grows without bound.
 
 pub mod hub;
+pub mod shard;
 
 use actix::Message;
 use actix::Recipient;
