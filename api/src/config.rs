@@ -79,9 +79,10 @@ pub struct ServerConfig {
     pub internal_listen: Option<SocketAddr>,
     /// HTTP worker threads; 0 means one per CPU core.
     pub workers: usize,
-    /// Conversation actor event loops; 0 means one per CPU core. With exactly 1, the session hub
-    /// and the conversation registry share that event loop: less CPU per 1:1 message, but large
-    /// group fan-out then runs on one core (measured both ways: docs/performance.md).
+    /// Conversation actor event loops; 0 means one per CPU core. Each runs the registry, actors
+    /// and delivery shard of its share of conversations. With exactly 1, the session hub shares
+    /// it too: less CPU per 1:1 message, but large group fan-out then runs on one core (measured
+    /// both ways: docs/performance.md).
     pub engine_workers: usize,
     /// Browser origins allowed to open WebSockets (exact match, e.g. "https://chat.example.com").
     /// Requests without an Origin header (native clients) are always allowed.
@@ -1057,9 +1058,10 @@ pub const DOCS: &[SectionDoc] = &[
             field("workers", "HTTP worker threads; 0 means one per CPU core."),
             field(
                 "engine_workers",
-                "Conversation actor event loops; 0 means one per CPU core. With exactly 1, the session hub\n\
-                 and the conversation registry share that event loop: less CPU per 1:1 message, but large\n\
-                 group fan-out then runs on one core (measured both ways: docs/performance.md).",
+                "Conversation actor event loops; 0 means one per CPU core. Each runs the registry, actors\n\
+                 and delivery shard of its share of conversations. With exactly 1, the session hub shares\n\
+                 it too: less CPU per 1:1 message, but large group fan-out then runs on one core (measured\n\
+                 both ways: docs/performance.md).",
             ),
             field(
                 "allowed_origins",
