@@ -77,12 +77,11 @@ pub struct ServerConfig {
     /// served on the public listener. Plain HTTP without authentication: bind it to a loopback
     /// or private address.
     pub internal_listen: Option<SocketAddr>,
-    /// HTTP worker threads; 0 means one per CPU core.
+    /// HTTP worker threads; 0 means half the CPU cores (at least 1).
     pub workers: usize,
-    /// Conversation actor event loops; 0 means one per CPU core. Each runs the registry, actors
-    /// and delivery shard of its share of conversations. With exactly 1, the session hub shares
-    /// it too: less CPU per 1:1 message, but large group fan-out then runs on one core (measured
-    /// both ways: docs/performance.md).
+    /// Conversation actor event loops; 0 means half the CPU cores (at least 1). Each runs the
+    /// registry, actors and delivery shard of its share of conversations; with exactly 1, the
+    /// session hub shares it too (measured: docs/performance.md, "Event loops per core").
     pub engine_workers: usize,
     /// Browser origins allowed to open WebSockets (exact match, e.g. "https://chat.example.com").
     /// Requests without an Origin header (native clients) are always allowed.
@@ -1055,13 +1054,15 @@ pub const DOCS: &[SectionDoc] = &[
                  or private address.",
                 "\"127.0.0.1:9090\"",
             ),
-            field("workers", "HTTP worker threads; 0 means one per CPU core."),
+            field(
+                "workers",
+                "HTTP worker threads; 0 means half the CPU cores (at least 1).",
+            ),
             field(
                 "engine_workers",
-                "Conversation actor event loops; 0 means one per CPU core. Each runs the registry, actors\n\
-                 and delivery shard of its share of conversations. With exactly 1, the session hub shares\n\
-                 it too: less CPU per 1:1 message, but large group fan-out then runs on one core (measured\n\
-                 both ways: docs/performance.md).",
+                "Conversation actor event loops; 0 means half the CPU cores (at least 1). Each runs the\n\
+                 registry, actors and delivery shard of its share of conversations; with exactly 1, the\n\
+                 session hub shares it too (measured: docs/performance.md, \"Event loops per core\").",
             ),
             field(
                 "allowed_origins",
