@@ -26,7 +26,6 @@ use super::shard::AddConnection;
 use super::shard::DeliveryShard;
 use super::shard::RemoveConnection;
 use super::ConnectionHandle;
-use super::Deliver;
 use super::Disconnect;
 use super::DisconnectReason;
 use super::EventEncoder;
@@ -214,17 +213,10 @@ impl SessionHub {
                 continue;
             };
             for conn in list {
-                let msg = Deliver { item: item.clone() };
-                match conn.handle.deliver.try_send(msg) {
-                    Ok(()) => delivered += 1,
-                    Err(SendError::Full(_)) => {
-                        metrics::slow_consumer();
-                        conn.handle.disconnect.do_send(Disconnect {
-                            reason: DisconnectReason::SlowConsumer,
-                        });
-                        slow.push((*user, conn.id));
-                    }
-                    Err(SendError::Closed(_)) => slow.push((*user, conn.id)),
+                if conn.handle.try_deliver(item) {
+                    delivered += 1;
+                } else {
+                    slow.push((*user, conn.id));
                 }
             }
         }

@@ -10,6 +10,7 @@
 pub mod hub;
 pub mod shard;
 
+use actix::prelude::SendError;
 use actix::Message;
 use actix::Recipient;
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use crate::ids::ConversationId;
 use crate::ids::Seq;
 use crate::ids::UserId;
+use crate::metrics;
 use crate::model::Event;
 use crate::model::Receipt;
 use crate::model::UnixMillis;
@@ -79,4 +81,23 @@ pub struct Disconnect {
 pub struct ConnectionHandle {
     pub deliver: Recipient<Deliver>,
     pub disconnect: Recipient<Disconnect>,
+}
+
+impl ConnectionHandle {
+    /// Queue `item` on the connection without waiting. A full mailbox gets the connection told
+    /// to resync ([`DisconnectReason::SlowConsumer`]). Returns whether the item was queued; if not,
+    /// the connection is gone or going and its holder should forget it.
+    pub fn try_deliver(&self, item: &Outbound) -> bool {
+        match self.deliver.try_send(Deliver { item: item.clone() }) {
+            Ok(()) => true,
+            Err(SendError::Full(_)) => {
+                metrics::slow_consumer();
+                self.disconnect.do_send(Disconnect {
+                    reason: DisconnectReason::SlowConsumer,
+                });
+                false
+            }
+            Err(SendError::Closed(_)) => false,
+        }
+    }
 }

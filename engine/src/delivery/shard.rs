@@ -20,9 +20,6 @@ use actix::prelude::*;
 
 use super::hub::ConnectionId;
 use super::ConnectionHandle;
-use super::Deliver;
-use super::Disconnect;
-use super::DisconnectReason;
 use super::Outbound;
 use crate::ids::UserId;
 use crate::metrics;
@@ -50,16 +47,10 @@ impl DeliveryShard {
                 continue;
             };
             for (id, handle) in list {
-                match handle.deliver.try_send(Deliver { item: item.clone() }) {
-                    Ok(()) => delivered += 1,
-                    Err(SendError::Full(_)) => {
-                        metrics::slow_consumer();
-                        handle.disconnect.do_send(Disconnect {
-                            reason: DisconnectReason::SlowConsumer,
-                        });
-                        gone.push((*user, *id));
-                    }
-                    Err(SendError::Closed(_)) => gone.push((*user, *id)),
+                if handle.try_deliver(item) {
+                    delivered += 1;
+                } else {
+                    gone.push((*user, *id));
                 }
             }
         }
