@@ -209,16 +209,17 @@ fn main() -> ExitCode {
 /// fast bins of the arena, and the store writer (redb's per-commit buffers) and the event loops
 /// (per-delivery boxes) kept hitting it: it was 27% of the store writer's CPU under group
 /// fan-out. Small blocks are still served by the per-thread cache. Measured in
-/// docs/performance.md ("Allocator"): store writer 0.23-0.35 -> 0.16 cores in fan-out, with the
-/// idle memory per connection unchanged (mimalloc, tried too, saves as much but needs 22 KiB per
-/// idle connection instead of 13).
+/// docs/performance.md ("Allocator"): store writer 0.20-0.24 -> 0.16-0.20 cores in fan-out, with
+/// the idle memory per connection unchanged (mimalloc, tried too, saves as much but needs 22 KiB
+/// per idle connection instead of 13). If glibc refuses the setting, the defaults stay: nothing
+/// depends on it but speed.
 #[allow(unsafe_code)]
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; no allocation is in flight while the
     // single main thread calls it.
     unsafe {
-        libc::mallopt(libc::M_MXFAST, 0);
+        let _ = libc::mallopt(libc::M_MXFAST, 0);
     }
 }
 
