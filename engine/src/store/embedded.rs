@@ -6,8 +6,6 @@
 //!   order. In immediate durability, appends and receipts are made durable by one `fdatasync` of
 //!   the append log per batch, and redb by a periodic durable commit (a checkpoint).
 //! - `wal`: the append log's file and frame format; `replay`: its recovery at open.
-//! - `flusher`: in immediate durability, writes the database's dirty pages back in the
-//!   background, so the writer's periodic checkpoint does not stall appends.
 //! - `mutations`: the mutations, each validated before it writes so a refused one fails alone.
 //! - `tables`: the layout, the record encoding (postcard) and the reads.
 //!
@@ -20,7 +18,6 @@
 //! result durable. Opening after a crash repairs the file first (redb walks it to rebuild its
 //! allocator state), so that open takes longer on a large database.
 
-mod flusher;
 mod mutations;
 mod replay;
 mod tables;
@@ -45,7 +42,6 @@ use redb::ReadableDatabase;
 use serde::Deserialize;
 use serde::Serialize;
 
-use self::flusher::Flusher;
 use self::mutations::Heads;
 use self::mutations::Step;
 use self::mutations::WriteTables;
@@ -154,7 +150,6 @@ pub struct EmbeddedStore {
     commands_tx: mpsc::Sender<Command>,
     writer: Mutex<Option<JoinHandle<()>>>,
     commits: Arc<AtomicU64>,
-    _flusher: Option<Flusher>,
 }
 
 impl EmbeddedStore {
@@ -173,10 +168,6 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         initialize(&db)?;
         let (log, lsn) = recover(&db, &options)?;
-        let flusher = match options.durability {
-            DurabilityMode::Immediate => Some(Flusher::start(&file)?),
-            DurabilityMode::Relaxed => None,
-        };
 
         let (commands_tx, commands_rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
@@ -202,7 +193,6 @@ impl EmbeddedStore {
             commands_tx,
             writer: Mutex::new(Some(handle)),
             commits,
-            _flusher: flusher,
         })
     }
 
