@@ -96,6 +96,11 @@ fn run(args: &Args) -> anyhow::Result<Outcome> {
         args.group_size > 0 && args.connections >= args.group_size,
         "--connections must be at least --group-size (> 0)"
     );
+    anyhow::ensure!(
+        args.rate.is_finite() && args.rate > 0.0,
+        "--rate must be a positive number of messages per second"
+    );
+    anyhow::ensure!(args.duration > 0, "--duration must be at least 1 second");
     let clock = Arc::new(Clock {
         origin: Instant::now(),
         measure_from: AtomicU64::new(u64::MAX),
@@ -342,6 +347,12 @@ mod tests {
         assert!(run(&args).is_err());
         let mut args = small(0);
         args.frame_bytes = 8;
+        assert!(run(&args).is_err());
+        let mut args = small(0);
+        args.rate = 0.0;
+        assert!(run(&args).is_err(), "a zero rate is refused, not a panic");
+        let mut args = small(0);
+        args.duration = 0;
         assert!(run(&args).is_err());
     }
 }
