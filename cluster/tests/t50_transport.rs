@@ -377,9 +377,20 @@ async fn requests_succeed_again_after_the_peer_restarts_on_the_same_port() {
     let while_down = a.request(NodeId(2), KIND, Bytes::from_static(b"2")).await;
     assert!(while_down.is_err(), "{while_down:?}");
 
-    let b = Transport::start(config(2, CLUSTER, tls(&ca, 2), b_addr), Arc::new(Recorder::default()))
-        .await
-        .expect("restarts on the same port");
+    // The port was free for a moment: another socket on the machine (a connection's ephemeral
+    // port, say) may hold it briefly. Wait for it rather than fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let b = loop {
+        match Transport::start(config(2, CLUSTER, tls(&ca, 2), b_addr), Arc::new(Recorder::default())).await {
+            Ok(b) => break b,
+            Err(TransportError::Bind { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("restarts on the same port: {e}"),
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let answer = loop {
         match a.request(NodeId(2), KIND, Bytes::from_static(b"3")).await {

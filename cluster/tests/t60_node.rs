@@ -67,28 +67,27 @@ async fn start_node_in(ca: &certs::CaBundle, id: u64, dir: tempfile::TempDir) ->
     let id = NodeId(id);
     let (cert, key) = certs::make_node_cert(ca, id, &[]).expect("node certificate");
     let tls = PeerTls::from_pem(&ca.cert_pem, &cert, &key).expect("tls");
-    let port = free_port();
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let opts = ClusterOptions {
-        node_id: id,
-        cluster_id: "t60".to_owned(),
-        data_dir: dir.path().to_owned(),
-        peer_listen: listen,
-        advertise_peer: listen.to_string(),
-        advertise_client: format!("127.0.0.1:{}", 9000 + id.0),
-        tls,
-        settings: settings(),
-    };
     // A node shut down a moment ago may still hold its raft.redb (openraft's state machine task
-    // drops it last): retry briefly.
+    // drops it last): retry briefly. Each attempt picks a port anew: the free port is released
+    // before the node binds it, and anything on the machine may take it in between.
     let mut attempts = 0;
-    let node = loop {
-        let opts = opts.clone();
+    let (node, listen) = loop {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let opts = ClusterOptions {
+            node_id: id,
+            cluster_id: "t60".to_owned(),
+            data_dir: dir.path().to_owned(),
+            peer_listen: listen,
+            advertise_peer: listen.to_string(),
+            advertise_client: format!("127.0.0.1:{}", 9000 + id.0),
+            tls: tls.clone(),
+            settings: settings(),
+        };
         match tokio::task::spawn_blocking(move || ClusterNode::start(opts))
             .await
             .expect("start task")
         {
-            Ok(node) => break node,
+            Ok(node) => break (node, listen),
             Err(_) if attempts < 100 => {
                 attempts += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -133,18 +132,31 @@ fn sample(placements: Vec<(NodeId, Arc<dyn Placement>)>) -> Sampler {
     let (stop2, violations2, samples2) = (stop.clone(), violations.clone(), samples.clone());
     let task = std::thread::spawn(move || {
         let probes = probes();
+        let local_on = |conversation: ConversationId, nodes: &[NodeId]| -> Vec<NodeId> {
+            placements
+                .iter()
+                .filter(|(id, p)| nodes.contains(id) && p.owner(conversation) == Owner::Local)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let everyone: Vec<NodeId> = placements.iter().map(|(id, _)| *id).collect();
         while !stop2.load(Ordering::Relaxed) {
             for &conversation in &probes {
-                let local: Vec<NodeId> = placements
-                    .iter()
-                    .filter(|(_, p)| p.owner(conversation) == Owner::Local)
-                    .map(|(id, _)| *id)
-                    .collect();
+                // The nodes are asked one after another: if this thread is descheduled between
+                // two of them across a whole handover, the old and the new owner both answer
+                // `Local` though never at once. So ask the ones that did again: a node local at
+                // both looks was local all the time in between (a shard never comes back to the
+                // epoch it left), and every first look precedes every second one, so two nodes
+                // local at both looks were local at the same instant.
+                let local = local_on(conversation, &everyone);
                 if local.len() > 1 {
-                    violations2
-                        .lock()
-                        .expect("violations")
-                        .push(format!("{conversation:?} local on {local:?}"));
+                    let still = local_on(conversation, &local);
+                    if still.len() > 1 {
+                        violations2
+                            .lock()
+                            .expect("violations")
+                            .push(format!("{conversation:?} local on {still:?}"));
+                    }
                 }
             }
             samples2.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +237,28 @@ async fn wait_balanced(observer: &TestNode, active: &[u64], serving: &[&TestNode
     .await
 }
 
+/// The status of whichever of `nodes` leads by its own account, once `ready` holds for it. Any
+/// status may name no leader, or a deposed one, for a moment: a loaded machine can starve the
+/// heartbeats past the election timeout, and the followers then elect another leader.
+async fn leader_status(nodes: &[&TestNode], what: &str, ready: impl Fn(&ClusterStatus) -> bool) -> ClusterStatus {
+    let ready = &ready;
+    eventually(what, move || async move {
+        for node in nodes {
+            if let Ok(status) = node.node.status().await {
+                if status.leader == Some(node.id) && ready(&status) {
+                    return Some(status);
+                }
+            }
+        }
+        None
+    })
+    .await
+}
+
+fn voters(status: &ClusterStatus) -> usize {
+    status.members.iter().filter(|m| m.voter).count()
+}
+
 fn member(status: &ClusterStatus, id: u64) -> Option<&roost_cluster::node::MemberInfo> {
     status.members.iter().find(|m| m.id.0 == id)
 }
@@ -244,18 +278,24 @@ async fn nodes_join_balance_leave_and_fail_over_without_two_owners() {
     nodes[1].node.join(&seed).await.expect("join 2");
     nodes[2].node.join(&seed).await.expect("join 3");
     nodes[2].node.join(&seed).await.expect("joining again is fine");
-    let status = wait_balanced(&nodes[0], &[1, 2, 3], &[&nodes[0], &nodes[1], &nodes[2]], "3 balanced").await;
+    let three = [&nodes[0], &nodes[1], &nodes[2]];
+    let status = wait_balanced(&nodes[0], &[1, 2, 3], &three, "3 balanced").await;
     assert_eq!(status.members.len(), 3);
-    assert!(status.leader.is_some() && status.term >= 1, "{status:?}");
-    let status = eventually("three voters", || async {
-        let status = nodes[0].node.status().await.ok()?;
-        (status.members.iter().filter(|m| m.voter).count() == 3).then_some(status)
-    })
+    assert!(status.term >= 1, "{status:?}");
+    // The leader has a live connection to every member (it replicates to each); a follower
+    // need not have one to another follower.
+    leader_status(
+        &three,
+        "three voters, all active and reachable from the leader",
+        |status| {
+            voters(status) == 3
+                && status
+                    .members
+                    .iter()
+                    .all(|m| m.status == MemberStatus::Active && m.reachable)
+        },
+    )
     .await;
-    assert!(status
-        .members
-        .iter()
-        .all(|m| m.status == MemberStatus::Active && m.reachable));
 
     // Nodes 4 and 5 join as learners; shards spread over five.
     nodes[3]
@@ -273,15 +313,14 @@ async fn nodes_join_balance_leave_and_fail_over_without_two_owners() {
     let serving = [&nodes[0], &nodes[1], &nodes[3], &nodes[4]];
     let status = wait_balanced(&nodes[0], &[1, 2, 4, 5], &serving, "3 removed").await;
     assert!(member(&status, 3).is_none());
-    let status = eventually("three voters again", || async {
-        let status = nodes[0].node.status().await.ok()?;
-        (status.members.iter().filter(|m| m.voter).count() == 3).then_some(status)
+    let status = leader_status(&serving, "three voters again and a leader", |status| {
+        voters(status) == 3
     })
     .await;
     assert!(!member(&status, 3).is_some_and(|m| m.voter));
 
     // Kill a follower that votes: after the failure timeout it is dead and its shards move.
-    let leader = status.leader.expect("leader").0;
+    let leader = status.node_id.0;
     let victim = status
         .members
         .iter()
@@ -297,8 +336,12 @@ async fn nodes_join_balance_leave_and_fail_over_without_two_owners() {
     let status = wait_balanced(observer, &active, &serving, "the killed follower's shards moved").await;
     assert_eq!(member(&status, victim).map(|m| m.status), Some(MemberStatus::Dead));
 
-    // Kill the leader: the others elect a new one, which fails the old one over too.
-    let before = status.term;
+    // Kill the leader: the others elect a new one, which fails the old one over too. Which node
+    // leads is asked again (an election may have moved the leadership since it was observed
+    // above); either way the term must grow past the one it leads in now.
+    let status = leader_status(&serving, "a leader after the follower's failover", |_| true).await;
+    let (leader, before) = (status.node_id.0, status.term);
+    let observer = nodes.iter().find(|n| n.id.0 == leader).expect("leader node");
     observer.node.shutdown().await;
     let active: Vec<u64> = active.into_iter().filter(|&id| id != leader).collect();
     let new_observer = nodes.iter().find(|n| n.id.0 == active[0]).expect("survivor");
@@ -351,11 +394,7 @@ async fn three_balanced(ca: &certs::CaBundle) -> (Vec<TestNode>, ClusterStatus) 
     nodes[2].node.join(&seed).await.expect("join 3");
     let all: Vec<&TestNode> = nodes.iter().collect();
     wait_balanced(&nodes[0], &[1, 2, 3], &all, "3 balanced").await;
-    let status = eventually("three voters and a leader", || async {
-        let status = nodes[0].node.status().await.ok()?;
-        (status.members.iter().filter(|m| m.voter).count() == 3 && status.leader.is_some()).then_some(status)
-    })
-    .await;
+    let status = leader_status(&all, "three voters and a leader", |status| voters(status) == 3).await;
     (nodes, status)
 }
 

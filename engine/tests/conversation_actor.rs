@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -122,13 +123,9 @@ impl Fixture {
     }
 
     async fn connect(&self, user: UserId) -> mpsc::UnboundedReceiver<Outbound> {
-        self.connect_with_capacity(user, 4096).await
-    }
-
-    async fn connect_with_capacity(&self, user: UserId, capacity: usize) -> mpsc::UnboundedReceiver<Outbound> {
         let (tx, rx) = mpsc::unbounded_channel();
         let probe = Probe::create(|ctx| {
-            ctx.set_mailbox_capacity(capacity);
+            ctx.set_mailbox_capacity(4096);
             Probe { tx }
         });
         let handle = ConnectionHandle {
@@ -145,6 +142,43 @@ impl Fixture {
             .await
             .expect("hub");
         rx
+    }
+
+    /// Connect `user` through a connection whose event loop (an arbiter of its own) is stalled
+    /// until the returned sender is dropped: nothing drains its mailbox of `capacity` meanwhile.
+    async fn connect_stalled(
+        &self,
+        user: UserId,
+        capacity: usize,
+    ) -> (mpsc::UnboundedReceiver<Outbound>, std::sync::mpsc::Sender<()>, Arbiter) {
+        let arbiter = Arbiter::new();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let probe = Probe::start_in_arbiter(&arbiter.handle(), move |ctx| {
+            ctx.set_mailbox_capacity(capacity);
+            Probe { tx }
+        });
+        // Runs after the probe's creation (same arbiter, in order) and blocks its thread.
+        let (stalled_tx, stalled_rx) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        arbiter.spawn_fn(move || {
+            let _ = stalled_tx.send(());
+            let _ = released.recv();
+        });
+        stalled_rx.await.expect("the connection's event loop is stalled");
+        let handle = ConnectionHandle {
+            deliver: probe.clone().recipient(),
+            disconnect: probe.recipient(),
+        };
+        self.engine
+            .hub()
+            .send(Connect {
+                user,
+                token: TokenHash([user.0 as u8; 32]),
+                handle,
+            })
+            .await
+            .expect("hub");
+        (rx, release, arbiter)
     }
 
     async fn send(
@@ -258,19 +292,26 @@ async fn a_connection_that_cannot_keep_up_is_disconnected_not_buffered() {
     let f = Fixture::start();
     let (alice, bob) = (f.user("alice").await, f.user("bob").await);
     let direct = f.engine.open_direct(alice, bob).await.expect("direct");
-    // Bob's connection runs on this test's event loop, which is busy awaiting sends below,
-    // so its mailbox of 2 fills up.
-    let mut bob_rx = f.connect_with_capacity(bob, 2).await;
+    // Bob's connection runs on an event loop of its own, stalled until every send is acked, so
+    // its mailbox of 2 fills up. (On this test's own loop it would drain while the test awaits
+    // the acks, and could keep up with all 40.)
+    let (mut bob_rx, release, bob_loop) = f.connect_stalled(bob, 2).await;
     let receivers: Vec<_> = (0..40)
         .map(|i| f.engine.submit(direct.id, send_command(alice, &format!("m{i}"), "x")))
         .collect();
     for rx in receivers {
         rx.await.expect("answered").expect("accepted");
     }
+    drop(release);
     let mut received = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(5), bob_rx.recv()).await {
-        received += 1;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), bob_rx.recv()).await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => break,
+            Err(_) => panic!("the slow connection was never disconnected (got {received})"),
+        }
     }
+    bob_loop.stop();
     assert!(
         received < 40,
         "a full mailbox must not queue everything (got {received})"
@@ -284,25 +325,27 @@ async fn a_connection_that_cannot_keep_up_is_disconnected_not_buffered() {
 
 #[actix_rt::test]
 async fn idle_actors_retire_and_come_back_from_the_store() {
+    let idle = Duration::from_secs(1);
     let config = EngineConfig {
-        conversation_idle_secs: 1,
+        conversation_idle_secs: idle.as_secs(),
         ..EngineConfig::default()
     };
     let f = Fixture::with_config(Arc::new(MemoryStore::new()), config);
     let (alice, bob) = (f.user("alice").await, f.user("bob").await);
     let direct = f.engine.open_direct(alice, bob).await.expect("direct");
+    let sent = Instant::now();
     let first = f.send(direct.id, alice, "before", "x").await.expect("send");
     let count = || f.engine.count_actors();
-    assert_eq!(count().await, 1);
-    let mut retired = false;
-    for _ in 0..100 {
-        if count().await == 0 {
-            retired = true;
-            break;
-        }
+    let live = count().await;
+    // The actor may already be gone if this thread stalled for the idle time since the send.
+    if sent.elapsed() < idle {
+        assert_eq!(live, 1, "the send started an actor");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count().await != 0 {
+        assert!(Instant::now() < deadline, "an idle conversation actor stops");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(retired, "an idle conversation actor stops");
     let again = f
         .send(direct.id, alice, "before", "x")
         .await

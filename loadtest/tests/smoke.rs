@@ -7,11 +7,13 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
 use std::process::Command;
 use std::process::Stdio;
 use std::time::Duration;
+use std::time::Instant;
 
 use roost_loadtest::config::RunConfig;
 use roost_loadtest::config::RunOptions;
@@ -40,6 +42,8 @@ fn roost_binary() -> PathBuf {
     binary
 }
 
+/// A port that was free a moment ago. Nothing keeps it free until `roost` binds it (another
+/// process may take it first): [`start_server`] notices and moves to another port.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -51,6 +55,7 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     dir: tempfile::TempDir,
+    port: u16,
 }
 
 impl Drop for Server {
@@ -66,18 +71,27 @@ impl Server {
     }
 }
 
-fn start_server(port: u16) -> Server {
-    let binary = roost_binary();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("roost.toml");
+fn write_config(dir: &Path, port: u16) -> PathBuf {
+    let config = dir.join("roost.toml");
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace_secs = 1\n\
          [storage]\ndata_dir = \"{}\"\n\
          [auth]\nregistration_open = false\nargon2_memory_kib = 1024\nargon2_iterations = 1\n\
          [limits]\nframes_per_sec = 10000\n[log]\nlevel = \"warn\"\n",
-        dir.path().join("data").display()
+        dir.join("data").display()
     );
     std::fs::write(&config, toml).expect("write config");
+    config
+}
+
+/// Start `roost serve` with an admin user, on a port of its own: once this returns, the server
+/// that answers on `port` is this one (it logged that it listens). If another process took the
+/// port first, the server exits with "address in use" and is started again on another port.
+async fn start_server() -> Server {
+    let binary = roost_binary();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut port = free_port();
+    let config = write_config(dir.path(), port);
     let mut add = Command::new(&binary)
         .args(["user", "add", "--config"])
         .arg(&config)
@@ -98,22 +112,51 @@ fn start_server(port: u16) -> Server {
         "user add: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-    let child = Command::new(&binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::from(log.try_clone().expect("log")))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn roost serve");
-    Server { child, dir }
+    let log_path = dir.path().join("server.log");
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    for attempt in 1..=5 {
+        if attempt > 1 {
+            port = free_port();
+            write_config(dir.path(), port);
+        }
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            // "Roost is listening." (info) proves that this child bound the port.
+            .env("RUST_LOG", "warn,roost_api::server=info")
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn roost serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = read_log();
+            if log.contains("Roost is listening.") {
+                return Server { child, dir, port };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                if log.contains("(server.listen): ") && log.contains("in use") {
+                    eprintln!("smoke: port {port} was taken before roost could bind it; trying another");
+                    break;
+                }
+                panic!("roost exited during start ({status}): {log}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("roost did not start in time: {log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("the port was taken five times in a row: {}", read_log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_keeps_the_delivery_contract() {
-    let port = free_port();
-    let server = start_server(port);
-    let url = format!("http://127.0.0.1:{port}");
+    let server = start_server().await;
+    let url = format!("http://127.0.0.1:{}", server.port);
     let target = Target::resolve(&url, false).expect("loopback target");
     assert!(
         provision::wait_ready(&target, Duration::from_secs(30)).await,

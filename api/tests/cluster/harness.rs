@@ -187,11 +187,36 @@ pub async fn run_cli_async(args: Vec<String>) -> String {
     }
 }
 
+/// Ports a loopback node's listeners get: below the kernel's ephemeral range (32768 and up by
+/// default). A port from `bind(0)` is an ephemeral one: once released, the kernel can hand it out
+/// again at random before the node binds it (to this process's next `bind(0)`, so two listeners
+/// of one cluster could get the same port; to another test binary; as the local port of an
+/// outgoing connection). No process gets ports from this range without asking for them by number.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port for a node's listener, free now and never handed out before by this process (so no
+/// two listeners, even of nodes killed and restarted on their ports, can get the same one).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let end = NODE_PORTS.end.min(ephemeral_low);
+    assert!(
+        end > NODE_PORTS.start + 1_000,
+        "the ephemeral port range starts at {ephemeral_low}: no room for node ports below it"
+    );
+    for _ in 0..10_000 {
+        let port = NODE_PORTS.start + rand::random::<u16>() % (end - NODE_PORTS.start);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {}..{end}", NODE_PORTS.start)
 }
 
 impl TestCluster {
@@ -516,13 +541,20 @@ impl TestCluster {
         }
     }
 
-    /// `n` active members, each owning shards, nothing unassigned, and every running node ready.
+    /// `n` active members, each owning shards, nothing unassigned, the shards balanced (the most
+    /// and least loaded members differ by one at most), and every running node ready.
+    ///
+    /// Balanced, not only "each owns some": the leader hands shards over per owner, and a handover
+    /// that did not finish is retried in a later round, so a new member can own its first shards
+    /// while others are still on their way; a test starting then sees `not_owner` answers.
     pub async fn wait_formed(&mut self, n: usize) -> Status {
-        let what = format!("{n} active members owning shards, none unassigned");
+        let what = format!("{n} active members owning shards, balanced, none unassigned");
         let status = self
             .wait_status(&what, |s| {
                 let active = s.active();
-                active.len() == n && s.unassigned() == 0 && active.iter().all(|m| m.shards > 0)
+                let most = active.iter().map(|m| m.shards).max().unwrap_or(0);
+                let least = active.iter().map(|m| m.shards).min().unwrap_or(0);
+                active.len() == n && s.unassigned() == 0 && least > 0 && most - least <= 1
             })
             .await;
         let ids: Vec<u64> = self.nodes.keys().copied().collect();

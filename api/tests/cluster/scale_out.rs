@@ -16,9 +16,10 @@ async fn one_node_grows_to_three_under_load_and_shrinks_to_two_losing_nothing() 
     let mut cluster = TestCluster::start(1, Net::Loopback).await;
     let groups: &[&[usize]] = &[&[0, 1, 2, 3, 4, 5], &[0, 2, 4]];
     let mut workload = Workload::setup(&mut cluster, 6, groups, &[(0, 1), (3, 5)]).await;
+    // Peers move only when a node closes their connection (see below: anything else is unexpected).
     for user in 0..6 {
         let peer = workload.peer(&mut cluster, user, 0, 0).await;
-        workload.run(peer, user, PACE);
+        workload.run(peer.stay_through_retryable_errors(), user, PACE);
     }
     workload.wait_acks(30).await;
 
@@ -33,7 +34,7 @@ async fn one_node_grows_to_three_under_load_and_shrinks_to_two_losing_nothing() 
     println!("after scale-out: {}", status.raw);
     for user in 0..3 {
         let peer = workload.peer(&mut cluster, user, 1, 2 - user % 2).await;
-        workload.run(peer, user, PACE);
+        workload.run(peer.stay_through_retryable_errors(), user, PACE);
     }
     workload.wait_acks(40).await;
 

@@ -183,6 +183,8 @@ pub struct Peer {
     index: HashMap<String, usize>,
     progress: Rc<Progress>,
     syncs: u64,
+    /// Retryable errors in a row after which this peer tries another node (`None`: never).
+    errors_before_moving: Option<u32>,
 }
 
 /// The answer to a request of the message being sent.
@@ -207,7 +209,17 @@ impl Peer {
             index: HashMap::new(),
             progress,
             syncs: 0,
+            errors_before_moving: Some(ERRORS_BEFORE_MOVING),
         }
+    }
+
+    /// This peer stays on its connection through any number of retryable errors in a row, and
+    /// moves only when the node closes it: for planned changes, where a close 1001 is what tells
+    /// a client to move. (How many retryable errors a handover causes depends on how long it
+    /// takes, which a loaded machine stretches; those errors are allowed, leaving is not.)
+    pub fn stay_through_retryable_errors(mut self) -> Peer {
+        self.errors_before_moving = None;
+        self
     }
 
     /// The node of the current connection.
@@ -383,7 +395,7 @@ impl Peer {
                 }
                 Ok(Answer::Error { .. }) => {
                     errors_in_a_row += 1;
-                    if errors_in_a_row >= ERRORS_BEFORE_MOVING {
+                    if self.errors_before_moving.is_some_and(|most| errors_in_a_row >= most) {
                         errors_in_a_row = 0;
                         self.drop_link("left after repeated retryable errors");
                     }

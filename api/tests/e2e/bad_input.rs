@@ -110,7 +110,9 @@ async fn oversized_frames_close_with_1009() {
 
 #[actix_rt::test]
 async fn frame_rate_limit_answers_rate_limited() {
-    let (node, alice, _, _) = setup("[limits]\nframes_per_sec = 5\n").await;
+    // 1 frame/s (burst 2): the 30 frames are refused mostly even if a busy machine spreads
+    // their handling over several seconds (at 5/s, a stall of one second let 15 through).
+    let (node, alice, _, _) = setup("[limits]\nframes_per_sec = 1\n").await;
     let mut ws = WsClient::connect(&node, &alice).await;
     for i in 0..30 {
         ws.send(json!({"type": "ping", "ref": format!("p{i}")})).await;
@@ -126,7 +128,7 @@ async fn frame_rate_limit_answers_rate_limited() {
     }
     assert!(
         limited >= 15,
-        "a burst of 30 at 5/s (burst 10) is mostly refused, got {limited}"
+        "a burst of 30 at 1/s (burst 2) is mostly refused, got {limited}"
     );
 }
 

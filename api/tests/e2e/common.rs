@@ -64,12 +64,16 @@ pub struct Node {
     pub storage: Storage,
     /// The node's own keyspace when `storage` is `Scylla`.
     pub keyspace: Option<String>,
+    /// The port of a separate internal listener (health and metrics), when the node has one.
+    pub internal_port: Option<u16>,
     extra_config: String,
     child: Option<Child>,
     /// PEM of the node's certificate when it serves HTTPS/WSS.
     tls_cert_pem: Option<Vec<u8>>,
 }
 
+/// A port that was free a moment ago. Nothing keeps it free until `roost` binds it (another
+/// process may take it first): [`Node::start`] notices and moves to another port.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -158,10 +162,19 @@ impl Node {
             port: free_port(),
             storage,
             keyspace,
+            internal_port: None,
             extra_config: extra.to_owned(),
             child: None,
             tls_cert_pem: None,
         };
+        node.write_config();
+        node
+    }
+
+    /// A node whose health and metrics are served on a separate internal listener.
+    pub fn with_internal_listener() -> Node {
+        let mut node = Node::new("");
+        node.internal_port = Some(free_port());
         node.write_config();
         node
     }
@@ -223,8 +236,12 @@ impl Node {
 
     fn write_config(&self) {
         let data = self.dir.path().join("data");
+        let internal = self
+            .internal_port
+            .map(|port| format!("internal_listen = \"127.0.0.1:{port}\"\n"))
+            .unwrap_or_default();
         let mut sections = format!(
-            "[server]\nlisten = \"127.0.0.1:{}\"\nshutdown_grace_secs = 2\n{}\n",
+            "[server]\nlisten = \"127.0.0.1:{}\"\n{internal}shutdown_grace_secs = 2\n{}\n",
             self.port,
             section_body(&self.extra_config, "server")
         );
@@ -276,6 +293,12 @@ impl Node {
         format!("{scheme}://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// A URL on the internal listener (see [`Node::with_internal_listener`]).
+    pub fn internal_url(&self, path: &str) -> String {
+        let port = self.internal_port.expect("the node has an internal listener");
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
     pub fn ws_url(&self) -> String {
         let scheme = if self.tls_cert_pem.is_some() { "wss" } else { "ws" };
         format!("{scheme}://127.0.0.1:{}/v1/ws", self.port)
@@ -323,21 +346,43 @@ impl Node {
             .expect("user id printed")
     }
 
+    /// Start the server and wait until it is ready. The ports were free when the node was made,
+    /// but another process (another test's server, any outgoing connection) may have taken one
+    /// since: then `roost` exits with "address in use" and it is started again on a fresh port.
+    /// Readiness counts only once this child has logged that it listens, so a server of another
+    /// test that happens to answer on the same port is never taken for this one.
     pub async fn start(&mut self) {
-        let ready = self.url("/readyz");
-        self.start_with_ready_url(&ready).await;
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            match self.try_start().await {
+                Ok(()) => return,
+                Err(taken) if attempt < ATTEMPTS => {
+                    eprintln!("e2e: {taken} was taken before roost could bind it; trying another port");
+                    match taken {
+                        Taken::Public => self.port = free_port(),
+                        Taken::Internal => self.internal_port = Some(free_port()),
+                    }
+                    self.write_config();
+                }
+                Err(taken) => panic!("{taken} taken {ATTEMPTS} times in a row: {}", self.log()),
+            }
+        }
     }
 
-    /// Start, waiting for readiness at another address (the internal listener).
-    pub async fn start_with_ready_url(&mut self, ready: &str) {
+    async fn try_start(&mut self) -> Result<(), Taken> {
         assert!(self.child.is_none(), "already running");
+        let log_path = self.dir.path().join("server.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("server.log"))
+            .open(&log_path)
             .expect("log");
+        // The log is appended to across restarts: only what this child writes counts.
+        let log_start = log.metadata().expect("log metadata").len() as usize;
         let child = self
             .roost()
+            // "Roost is listening." (info) proves that this child bound its ports.
+            .env("RUST_LOG", "warn,roost_api::server=info")
             .args(["serve", "--config"])
             .arg(self.config_path())
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
@@ -345,28 +390,48 @@ impl Node {
             .spawn()
             .expect("spawn roost serve");
         self.child = Some(child);
-        self.wait_ready(ready).await;
+        let ready = match self.internal_port {
+            Some(_) => self.internal_url("/readyz"),
+            None => self.url("/readyz"),
+        };
+        self.wait_ready(&ready, log_start).await
     }
 
-    async fn wait_ready(&mut self, ready: &str) {
+    async fn wait_ready(&mut self, ready: &str, log_start: usize) -> Result<(), Taken> {
         // A scylla node connects to Cassandra and checks its schema first.
         let limit = Duration::from_secs(if self.storage.is_scylla() { 60 } else { 30 });
         let deadline = Instant::now() + limit;
         let client = self.client();
         loop {
-            if let Ok(resp) = client.get(ready).send().await {
-                if resp.status().is_success() {
-                    if self.storage.is_scylla() {
-                        // Proof that the node really runs on CQL: no embedded store was made.
-                        let redb = self.dir.path().join("data").join("roost.redb");
-                        assert!(!redb.exists(), "a scylla node created {}", redb.display());
+            let this_child_listens = self
+                .log()
+                .get(log_start..)
+                .is_some_and(|written| written.contains("Roost is listening."));
+            if this_child_listens {
+                if let Ok(resp) = client.get(ready).send().await {
+                    if resp.status().is_success() {
+                        if self.storage.is_scylla() {
+                            // Proof that the node really runs on CQL: no embedded store was made.
+                            let redb = self.dir.path().join("data").join("roost.redb");
+                            assert!(!redb.exists(), "a scylla node created {}", redb.display());
+                        }
+                        return Ok(());
                     }
-                    return;
                 }
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("roost exited during start ({status}): {}", self.log());
+                    self.child = None;
+                    let log = self.log();
+                    let written = log.get(log_start..).unwrap_or_default();
+                    let in_use = |key: &str| written.contains(&format!("({key}): ")) && written.contains("in use");
+                    if in_use("server.listen") {
+                        return Err(Taken::Public);
+                    }
+                    if in_use("server.internal_listen") {
+                        return Err(Taken::Internal);
+                    }
+                    panic!("roost exited during start ({status}): {log}");
                 }
             }
             assert!(
@@ -432,6 +497,22 @@ impl Drop for Node {
                 drop_keyspace(contact_point, keyspace);
             }
         }
+    }
+}
+
+/// Which of a node's ports another process took before `roost` could bind it.
+#[derive(Debug)]
+enum Taken {
+    Public,
+    Internal,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Taken::Public => "the public port",
+            Taken::Internal => "the internal port",
+        })
     }
 }
 
@@ -579,7 +660,6 @@ impl WsClient {
 
     /// The next JSON frame if one arrives within `wait` (`None`: nothing yet, the connection is
     /// still usable), or how the connection ended. Never panics on a broken connection.
-    #[allow(dead_code)] // used by the faults binary
     pub async fn poll_json(&mut self, wait: Duration) -> Option<Result<Value, Closed>> {
         let deadline = Instant::now() + wait;
         loop {

@@ -64,15 +64,9 @@ fn checkconfig_rejects_unknown_keys_and_accepts_genconfig_output() {
 
 #[actix_rt::test]
 async fn health_and_metrics_move_to_the_internal_listener() {
-    let internal_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut node = Node::new(&format!("[server]\ninternal_listen = \"127.0.0.1:{internal_port}\"\n"));
-    node.start_with_ready_url(&format!("http://127.0.0.1:{internal_port}/readyz"))
-        .await;
-    let internal = |path: &str| format!("http://127.0.0.1:{internal_port}{path}");
+    let mut node = Node::with_internal_listener();
+    node.start().await;
+    let internal = |path: &str| node.internal_url(path);
     let client = awc::Client::new();
     assert_eq!(
         client.get(internal("/metrics")).send().await.unwrap().status().as_u16(),

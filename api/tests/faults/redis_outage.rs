@@ -204,7 +204,12 @@ async fn redis_killed_and_restarted_during_chat_loses_nothing_and_presence_recov
         assert!(Instant::now() < deadline, "presence never reached Redis");
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(readyz(&node).await.1["presence"], "ok");
+    // Healthy means "the last Redis call answered": one slow call (over the 500 ms command
+    // timeout, on a loaded machine) reads as degraded until the next heartbeat answers.
+    while readyz(&node).await.1["presence"] != "ok" {
+        assert!(Instant::now() < deadline, "presence not healthy with Redis up");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
     for i in 0..5 {
         exchange(&mut alice, &mut bob, &format!("before-a{i}")).await;
         exchange(&mut bob, &mut alice, &format!("before-b{i}")).await;
