@@ -147,6 +147,8 @@ pub struct StorageConfig {
     pub max_batch: usize,
     /// Relaxed mode only: longest time between fsyncs.
     pub relaxed_flush_interval_ms: u64,
+    /// Immediate mode, embedded store: longest time between checkpoints (see the field doc).
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -157,6 +159,7 @@ impl Default for StorageConfig {
             durability: DurabilityMode::default(),
             max_batch: 512,
             relaxed_flush_interval_ms: 50,
+            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -169,6 +172,7 @@ impl StorageConfig {
             durability: self.durability,
             max_batch: self.max_batch,
             relaxed_flush_interval_ms: self.relaxed_flush_interval_ms,
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
         }
     }
 }
@@ -951,6 +955,9 @@ impl StorageConfig {
         if self.durability == DurabilityMode::Relaxed && self.relaxed_flush_interval_ms == 0 {
             problems.push("storage.relaxed_flush_interval_ms must be greater than 0 in relaxed durability".into());
         }
+        if self.checkpoint_interval_ms == 0 {
+            problems.push("storage.checkpoint_interval_ms must be greater than 0".into());
+        }
     }
 }
 
@@ -1120,6 +1127,14 @@ pub const DOCS: &[SectionDoc] = &[
             field(
                 "relaxed_flush_interval_ms",
                 "Relaxed mode only: longest time between fsyncs.",
+            ),
+            field(
+                "checkpoint_interval_ms",
+                "Immediate mode, embedded store: longest time between checkpoints (the durable\n\
+                 database commit after which the append log starts over). Writes wait while one\n\
+                 runs (tens of ms under load): longer means rarer, longer pauses, a lower p99 below\n\
+                 saturation and bigger backlogs at it (docs/performance.md). 64 MiB of log always\n\
+                 forces one, which bounds the replay after a crash.",
             ),
         ],
     },

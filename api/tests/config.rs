@@ -176,6 +176,16 @@ fn example_toml_is_the_defaults() {
 }
 
 #[test]
+fn the_checkpoint_interval_reaches_the_embedded_store() {
+    let config: NodeConfig = toml::from_str("[storage]\ncheckpoint_interval_ms = 5000\n").expect("parses");
+    assert_eq!(config.storage.embedded_options().checkpoint_interval_ms, 5000);
+    assert_eq!(
+        NodeConfig::default().storage.embedded_options().checkpoint_interval_ms,
+        1000
+    );
+}
+
+#[test]
 fn validate_reports_every_problem_at_once() {
     let mut config = NodeConfig::default();
     config.server.tls_cert = Some("/nonexistent/cert.pem".into());
@@ -186,6 +196,7 @@ fn validate_reports_every_problem_at_once() {
     config.limits.outbound_queue = 0;
     config.auth.argon2_parallelism = 0;
     config.engine.max_group_members = 1;
+    config.storage.checkpoint_interval_ms = 0;
     config.log.level = "info,=,".into();
 
     let problems = config.validate();
@@ -197,6 +208,7 @@ fn validate_reports_every_problem_at_once() {
         "limits.outbound_queue",
         "auth.argon2",
         "engine.max_group_members",
+        "storage.checkpoint_interval_ms",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(needle)),

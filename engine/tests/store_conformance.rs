@@ -274,6 +274,12 @@ fn options_parse_with_defaults_and_reject_unknown_keys() {
         ..EmbeddedOptions::default()
     };
     assert_eq!(zero.problems().len(), 1, "max_batch 0 is reported");
+    assert_eq!(parsed.checkpoint_interval_ms, 1_000);
+    let never = EmbeddedOptions {
+        checkpoint_interval_ms: 0,
+        ..EmbeddedOptions::default()
+    };
+    assert_eq!(never.problems().len(), 1, "checkpoint_interval_ms 0 is reported");
 }
 
 // Crash tests: the parent runs `crash_child` in a new process, which aborts after printing
@@ -429,10 +435,14 @@ async fn crash_child() {
             (store, 25)
         }
         "immediate_after_checkpoint" => {
-            let store = open(dir, DurabilityMode::Immediate);
+            let options = EmbeddedOptions {
+                checkpoint_interval_ms: 200,
+                ..options(dir, DurabilityMode::Immediate)
+            };
+            let store = EmbeddedStore::open(options).expect("open");
             let id = group(&store).await;
-            // Many small frames, then the idle checkpoint (one second later), then a few frames
-            // written over the start of the log: the frames after them are stale.
+            // Many small frames, then the idle checkpoint (`checkpoint_interval_ms` later), then
+            // a few frames written over the start of the log: the frames after them are stale.
             for seq in 1..=40 {
                 append_all(&store, id, seq..=seq).await;
             }

@@ -94,6 +94,14 @@ pub struct EmbeddedOptions {
     /// there are acknowledged writes that are not yet on disk: the window of writes a crash may
     /// lose. Ignored in `immediate` durability.
     pub relaxed_flush_interval_ms: u64,
+    /// In `immediate` durability, the longest time, in milliseconds, between checkpoints (the
+    /// durable redb commit after which the append log starts over) while there are writes only
+    /// the log holds. Appends queued behind a checkpoint wait for it (tens of ms under load), so
+    /// a longer interval means rarer but longer pauses: below saturation that lowers the p99 of
+    /// acks, at saturation the longer pauses leave backlogs (docs/performance.md). The log is
+    /// also checkpointed whenever it holds 64 MiB, which bounds the replay after a crash
+    /// whatever the interval. Ignored in `relaxed` durability. At least 1.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -103,6 +111,7 @@ impl Default for EmbeddedOptions {
             durability: DurabilityMode::default(),
             max_batch: 512,
             relaxed_flush_interval_ms: 50,
+            checkpoint_interval_ms: 1_000,
         }
     }
 }
@@ -116,6 +125,9 @@ impl EmbeddedOptions {
         }
         if self.max_batch == 0 {
             problems.push("embedded store: max_batch must be at least 1".to_owned());
+        }
+        if self.checkpoint_interval_ms == 0 {
+            problems.push("embedded store: checkpoint_interval_ms must be at least 1".to_owned());
         }
         problems
     }
@@ -177,6 +189,7 @@ impl EmbeddedStore {
             durability: options.durability,
             max_batch: options.max_batch.max(1),
             relaxed_flush_interval: Duration::from_millis(options.relaxed_flush_interval_ms),
+            checkpoint_interval: Duration::from_millis(options.checkpoint_interval_ms.max(1)),
             commits: commits.clone(),
             log,
             lsn,

@@ -11,8 +11,8 @@
 //! transaction is committed without fsync, then the jobs are answered, so a read that starts after
 //! an acknowledgement sees the write. A batch with any other mutation (accounts, sessions,
 //! conversations: rare) commits durably instead. A durable commit (*checkpoint*) is also made once
-//! the log holds [`CHECKPOINT_BYTES`], [`CHECKPOINT_INTERVAL`] after the last one, on `flush` and
-//! on shutdown; after it the log is written from its start again. In relaxed durability nothing
+//! the log holds [`CHECKPOINT_BYTES`], `checkpoint_interval` (1 s by default) after the last one,
+//! on `flush` and on shutdown; after it the log is written from its start again. In relaxed durability nothing
 //! is logged: commits are not durable, and a durable one is made every `relaxed_flush_interval`.
 //!
 //! A job refused for a logical reason changes nothing and fails alone. A storage failure (opening,
@@ -112,8 +112,6 @@ fn same_error(error: &StoreError) -> StoreError {
     }
 }
 
-/// In immediate durability: the longest time between checkpoints while the log holds writes.
-pub(super) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// In immediate durability: log bytes that trigger a checkpoint (bounds the replay at open).
 pub(super) const CHECKPOINT_BYTES: u64 = 64 << 20;
 
@@ -123,6 +121,8 @@ pub(super) struct Writer {
     pub(super) durability: DurabilityMode,
     pub(super) max_batch: usize,
     pub(super) relaxed_flush_interval: Duration,
+    /// In immediate durability: the longest time between checkpoints while the log holds writes.
+    pub(super) checkpoint_interval: Duration,
     pub(super) commits: Arc<AtomicU64>,
     /// The append log, in immediate durability only.
     pub(super) log: Option<AppendLog>,
@@ -186,7 +186,7 @@ impl Writer {
     /// The longest time between durable commits while there are non-durable ones.
     fn flush_interval(&self) -> Duration {
         if self.log.is_some() {
-            CHECKPOINT_INTERVAL
+            self.checkpoint_interval
         } else {
             self.relaxed_flush_interval
         }
@@ -198,7 +198,7 @@ impl Writer {
             // Logged writes are already durable: only a non-durable commit needs a checkpoint.
             Some(log) => {
                 disk.unflushed
-                    && (disk.last_durable.elapsed() >= CHECKPOINT_INTERVAL || log.written() >= CHECKPOINT_BYTES)
+                    && (disk.last_durable.elapsed() >= self.checkpoint_interval || log.written() >= CHECKPOINT_BYTES)
             }
             None => disk.last_durable.elapsed() >= self.relaxed_flush_interval,
         }
