@@ -128,6 +128,12 @@ impl Fixture {
             ctx.set_mailbox_capacity(4096);
             Probe { tx }
         });
+        self.register(user, probe).await;
+        rx
+    }
+
+    /// Tell the hub that `probe` is a connection of `user`.
+    async fn register(&self, user: UserId, probe: Addr<Probe>) {
         let handle = ConnectionHandle {
             deliver: probe.clone().recipient(),
             disconnect: probe.recipient(),
@@ -141,7 +147,6 @@ impl Fixture {
             })
             .await
             .expect("hub");
-        rx
     }
 
     /// Connect `user` through a connection whose event loop (an arbiter of its own) is stalled
@@ -165,19 +170,7 @@ impl Fixture {
             let _ = released.recv();
         });
         stalled_rx.await.expect("the connection's event loop is stalled");
-        let handle = ConnectionHandle {
-            deliver: probe.clone().recipient(),
-            disconnect: probe.recipient(),
-        };
-        self.engine
-            .hub()
-            .send(Connect {
-                user,
-                token: TokenHash([user.0 as u8; 32]),
-                handle,
-            })
-            .await
-            .expect("hub");
+        self.register(user, probe).await;
         (rx, release, arbiter)
     }
 

@@ -87,6 +87,23 @@ async fn eventually(presence: &RedisPresence, user: u64, limit: Duration, check:
     }
 }
 
+/// Heartbeat user 7 on B, then look it up through `via`, until B is its only node. A lookup
+/// right after the heartbeat sees B's entry at most one round trip old; a stall of the test longer
+/// than the TTL may still let it lapse first, and the next heartbeat brings it back, so such a
+/// lookup is not counted.
+async fn heartbeat_until_only_b(b: &RedisPresence, via: &RedisPresence, failure: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        b.heartbeat(&[UserId(7)], NODE_B).await.expect("heartbeat");
+        let e = entry(via, 7).await;
+        if e.nodes == vec![NODE_B] {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{failure}: {e:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Delete every key a test wrote.
 async fn cleanup(options: &RedisOptions) {
     let client = redis::Client::open(options.url.as_str()).expect("url");
@@ -180,23 +197,7 @@ async fn a_node_that_stops_heartbeating_expires() {
     b.user_connected(UserId(7), NODE_B).await.expect("b");
 
     tracing::info!("--- B keeps heartbeating, A goes silent (as if it crashed)");
-    // Looked up right after each of B's heartbeats until A's entry has lapsed. B's entry is
-    // then at most one round trip old; a stall of the test longer than the TTL may still let it
-    // lapse before the lookup, and the next heartbeat brings it back, so such a lookup is not
-    // counted. A's entry must be gone and B's there in the same lookup.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        b.heartbeat(&[UserId(7)], NODE_B).await.expect("heartbeat");
-        let e = entry(&b, 7).await;
-        if e.nodes == vec![NODE_B] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "A's entry never expired while B's stayed: {e:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    heartbeat_until_only_b(&b, &b, "A's entry never expired while B's stayed").await;
 
     tracing::info!("--- B goes silent too: the user is offline and the key is gone");
     eventually(&a, 7, Duration::from_secs(30), |e| !e.online).await;
@@ -207,16 +208,7 @@ async fn a_node_that_stops_heartbeating_expires() {
     }
 
     tracing::info!("--- B heartbeats again (say, after Redis lost its data): the entry is back");
-    // As above, a lookup that a stall pushed past the TTL after its heartbeat is not counted.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        b.heartbeat(&[UserId(7)], NODE_B).await.expect("heartbeat");
-        let e = entry(&a, 7).await;
-        if e.nodes == vec![NODE_B] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a heartbeat never brought B back: {e:?}");
-    }
+    heartbeat_until_only_b(&b, &a, "a heartbeat never brought B back").await;
     cleanup(&options).await;
 }
 

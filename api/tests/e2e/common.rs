@@ -381,8 +381,9 @@ impl Node {
         let log_start = log.metadata().expect("log metadata").len() as usize;
         let child = self
             .roost()
-            // "Roost is listening." (info) proves that this child bound its ports.
-            .env("RUST_LOG", "warn,roost_api::server=info")
+            // "Roost is listening." (info) proves that this child bound its ports; info is also
+            // the default level, so the log keeps everything a failing test may need.
+            .env("RUST_LOG", "info")
             .args(["serve", "--config"])
             .arg(self.config_path())
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
